@@ -1,0 +1,60 @@
+"""Shared test helpers: the optional reference data folder and a per-test cache dir.
+
+The reference data (``../shared/data`` next to the repository) is real third-party data
+that a user's machine will not have, so tests that need it are marked and skipped
+cleanly when it is absent.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, str(ROOT))
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+RESNET20_CKPT = SHARED_DATA / "resnet20-cifar10-akamaster.th"
+RESNET56_CKPT = SHARED_DATA / "resnet56-cifar10-akamaster.th"
+CIFAR10_JPEG = SHARED_DATA / "cifar10-jpg.tar.gz"
+
+
+def has_shared(*names: str) -> bool:
+    """True when every named file exists in the reference data folder."""
+    return all((SHARED_DATA / n).is_file() for n in names)
+
+
+def needs_shared(*names: str) -> pytest.MarkDecorator:
+    """Skip unless the named reference files are present (and mark as ``shared_data``)."""
+    present = SHARED_DATA.is_dir() and has_shared(*names)
+    return pytest.mark.skipif(
+        not present, reason=f"reference data {', '.join(names) or ''} absent from {SHARED_DATA}"
+    )
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Path of ``../shared/data``; skips the test when the folder is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"reference data folder {SHARED_DATA} is absent")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def cifar_cache(request: pytest.FixtureRequest) -> Path:
+    """A cache dir for the decoded CIFAR-10 JPEG arrays that survives between test runs.
+
+    Decoding 60k JPEGs takes a while once; pytest's own cache folder keeps the result so
+    later runs load it in about a second.
+    """
+    return Path(request.config.cache.mkdir("prune_gym_cifar10"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that use the ``shared_data`` fixture get the ``shared_data`` marker too."""
+    for item in items:
+        if "shared_data" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.shared_data)
