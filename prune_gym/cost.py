@@ -1,0 +1,113 @@
+"""Closed-form MACs and parameter counts as a function of the kept channels.
+
+Why closed form: an environment prices every candidate state, thousands of times per
+training run, so pricing must not touch the model. Each parameter tensor's size is a
+product of its original dims, where dim 0 scales with the kept output channels and dim 1
+with the kept input channels of the group that owns them. A conv or linear call costs
+``rows x weight.numel()`` MACs, where ``rows`` is the number of output positions it
+computes (batch x H x W for a conv, the leading dims for a linear). That is exactly what
+``torch.utils.flop_counter.FlopCounterMode`` counts (FLOPs / 2) on the exported model;
+verification checks it on every analysed network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class DimOwner:
+    """Which group decides a tensor dim, and how many entries each root channel holds.
+
+    ``weights[r]`` is the number of indices along the dim that belong to root channel
+    ``r`` of ``group`` (1 for plain coupling, H*W for a flatten before a linear, 0 for
+    channels of a concatenation that this tensor does not see).
+    """
+
+    group: int
+    weights: np.ndarray  # int64, one entry per root channel of the group
+    total: int  # original size of the dim (sum of weights)
+
+    @property
+    def uniform(self) -> int | None:
+        """Entries per root channel when all are equal (then only the count matters)."""
+        w = self.weights
+        return int(w[0]) if len(w) and (w == w[0]).all() else None
+
+
+@dataclass(frozen=True)
+class TensorCost:
+    """One parameter tensor (or a weight that a conv/linear call reads ``rows`` times)."""
+
+    numel: int
+    dim0: int
+    dim1: int
+    out: DimOwner | None  # owner of dim 0
+    inp: DimOwner | None  # owner of dim 1
+    rows: int = 0  # > 0 for a MAC-counting call; 0 for a plain parameter
+
+
+class CostModel:
+    """Prices a keep state in MACs and parameters without touching the model.
+
+    A keep state is given as boolean masks (one per group, True = kept) or as kept counts
+    with a ranking's prefix table; both give the same numbers.
+    """
+
+    def __init__(self, macs_terms: list[TensorCost], param_terms: list[TensorCost],
+                 fixed_params: int):
+        self.macs_terms = macs_terms
+        self.param_terms = param_terms
+        self.fixed_params = fixed_params
+
+    def prefix_table(self, rankings: list[np.ndarray]) -> dict[int, np.ndarray]:
+        """Cumulative kept entries per non-uniform owner when channels are kept in
+        ``rankings`` order: lets count-based keeps price concatenations exactly."""
+        table = {}
+        for term in self.macs_terms + self.param_terms:
+            for owner in (term.out, term.inp):
+                if owner is not None and owner.uniform is None and id(owner) not in table:
+                    order = rankings[owner.group]
+                    table[id(owner)] = np.concatenate(([0], np.cumsum(owner.weights[order])))
+        return table
+
+    @staticmethod
+    def _kept(owner: DimOwner | None, full: int, counts, masks, prefix) -> int:
+        if owner is None:
+            return full
+        if masks is not None:
+            kept = int(owner.weights[masks[owner.group]].sum())
+        else:
+            k = counts[owner.group]
+            uniform = owner.uniform
+            kept = uniform * k if uniform is not None else int(prefix[id(owner)][k])
+        # A dim may hold a fraction of the owner's entries (a grouped conv's dim 1 holds
+        # in_channels / groups): scale proportionally, exactly as the pruned tensor does.
+        return full * kept // owner.total if full != owner.total else kept
+
+    def _size(self, term: TensorCost, counts, masks, prefix) -> int:
+        d0 = self._kept(term.out, term.dim0, counts, masks, prefix)
+        d1 = self._kept(term.inp, term.dim1, counts, masks, prefix)
+        return term.numel // (term.dim0 * term.dim1) * d0 * d1
+
+    def _total(self, terms, counts, masks, prefix, rows: bool) -> int:
+        total = 0
+        for term in terms:
+            size = self._size(term, counts, masks, prefix)
+            total += term.rows * size if rows else size
+        return total
+
+    def macs(self, counts=None, masks=None, prefix=None) -> int:
+        """MACs of one forward of the example input (conv and linear layers).
+
+        Give either ``masks`` (boolean kept mask per group) or ``counts`` (kept count per
+        group) with ``prefix`` from :meth:`prefix_table` for the ranking in use.
+        """
+        return self._total(self.macs_terms, counts, masks, prefix, rows=True)
+
+    def params(self, counts=None, masks=None, prefix=None) -> int:
+        """Number of parameters of the pruned model (same arguments as :meth:`macs`)."""
+        return self.fixed_params + self._total(self.param_terms, counts, masks, prefix,
+                                               rows=False)

@@ -1,0 +1,539 @@
+"""PrunableNetwork: a CNN analysed once into channel groups that can be priced, masked
+and physically pruned.
+
+Torch-Pruning's DependencyGraph finds which channels must go together. We keep, for every
+layer a group touches, a table ``target index -> root channel`` (from ``root_idxs``), so that
+any keep state can be applied three ways without re-tracing: priced in closed form
+(:mod:`prune_gym.cost`), masked in place on a working copy (zeroing slices: exact and
+restorable in microseconds), or exported physically with Torch-Pruning's own pruning
+functions on a fresh copy. Verification (:mod:`prune_gym.verify`) proves the three agree on
+this very network and excludes, with a reason, any group for which they do not.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from prune_gym.cost import CostModel, DimOwner, TensorCost
+from prune_gym.errors import InvalidArgumentError, KeepStateError, ModelAnalysisError
+from prune_gym.importance import channel_scores, check_criterion, ranking
+
+_MAC_LAYERS = (nn.modules.conv._ConvNd, nn.Linear)
+
+
+class PruningWarning(UserWarning):
+    """Raised (as a warning) when analysis excludes channel groups from pruning."""
+
+
+@dataclass(frozen=True)
+class Member:
+    """One layer dim that a group prunes: ``target_idx[j]`` follows root channel ``root_idx[j]``."""
+
+    module: str
+    kind: str  # "out" (dim 0: output channels) or "in" (dim 1: input channels)
+    handler: Callable
+    target_idx: np.ndarray
+    root_idx: np.ndarray
+
+
+@dataclass
+class ChannelGroup:
+    """Channels that must be pruned together: the unit an agent acts on."""
+
+    index: int
+    name: str
+    size: int
+    members: tuple[Member, ...]
+    prunable: bool = True
+    reason: str | None = None
+
+    @property
+    def layers(self) -> list[str]:
+        """Names of the modules this group changes, in member order."""
+        return list(dict.fromkeys(m.module for m in self.members))
+
+
+@dataclass
+class LayerCall:
+    """One call of a leaf module during the analysis forward (reused modules appear twice)."""
+
+    name: str
+    module_type: str
+    order: int
+    in_shape: tuple
+    out_shape: tuple
+    rows: int = 0  # output positions of a conv/linear call (its MACs = rows x weight.numel())
+    extra: dict = field(default_factory=dict)
+
+
+def _as_inputs(example_inputs) -> tuple:
+    if isinstance(example_inputs, torch.Tensor):
+        return (example_inputs,)
+    if isinstance(example_inputs, (tuple, list)) and example_inputs and all(
+            isinstance(t, torch.Tensor) for t in example_inputs):
+        return tuple(example_inputs)
+    raise InvalidArgumentError(
+        f"example_inputs must be a tensor (or a tuple of tensors) shaped like one batch the "
+        f"model takes, e.g. torch.randn(1, 3, 32, 32); got {type(example_inputs).__name__}")
+
+
+class PrunableNetwork:
+    """A model analysed for structured channel pruning. The given model is never modified.
+
+    Args:
+        model: any ``nn.Module`` CNN; it is deep-copied.
+        example_inputs: a tensor (or tuple) for one forward, e.g. ``torch.randn(1, 3, 32, 32)``;
+            MACs are counted for one forward of exactly this input.
+        importance: default channel-selection criterion (``l1``, ``l2``, ``taylor``,
+            ``bn_scale``, ``random``) used when a keep state gives counts, not indices.
+        calibration: ``(x, y)`` training batch for ``taylor``.
+        ignored_layers: module names whose output channels must never be pruned; the
+            classifier (the last conv/linear called) always is.
+        seed: seeds the ``random`` criterion.
+        verify: run the trial-prune verification (leave on unless you know better).
+    """
+
+    def __init__(self, model: nn.Module, example_inputs, *, importance: str = "l1",
+                 calibration=None, ignored_layers: Sequence[str] = (), seed: int = 0,
+                 verify: bool = True):
+        if not isinstance(model, nn.Module):
+            raise InvalidArgumentError(
+                f"model must be a torch.nn.Module; got {type(model).__name__}")
+        self.example_inputs = _as_inputs(example_inputs)
+        self.importance = check_criterion(importance)
+        self.calibration = calibration
+        self.seed = seed
+        try:
+            self._template = copy.deepcopy(model)
+        except Exception as exc:  # noqa: BLE001 - any failure means the same to the user
+            raise InvalidArgumentError(f"model cannot be deep-copied ({exc}); prune-gym works "
+                                       "on a copy so that your model is never modified") from exc
+        self.model = copy.deepcopy(model).eval()
+        self._names = {m: n for n, m in self.model.named_modules()}
+        self.calls, self.output_shape = self._record_calls()
+        classifier = [c.name for c in self.calls if c.rows][-1:]
+        unknown = [n for n in ignored_layers if n not in dict(self.model.named_modules())]
+        if unknown:
+            raise InvalidArgumentError(f"ignored_layers names modules the model does not have: "
+                                       f"{unknown}; use names from model.named_modules()")
+        self.ignored_layers = tuple(dict.fromkeys([*classifier, *ignored_layers]))
+        self._dg, tp_groups = self._trace()
+        self.all_groups = self._make_groups(tp_groups)
+        if not self.all_groups:
+            raise ModelAnalysisError(
+                "model has no prunable layer: found no conv/linear output channels that can "
+                "be removed (the classifier and ignored_layers are never pruned)")
+        self._build_cost_model()
+        self._build_mask_ops()
+        self._pristine = {n: t.detach().clone() for n, t in self._tensors()}
+        self._touched: set[str] = set()
+        self._buffers_dirty = False
+        self._rankings: dict[str, list[np.ndarray]] = {}
+        self._prefix: dict[str, dict] = {}
+        if verify:
+            from prune_gym.verify import verify_groups
+
+            verify_groups(self)
+        self.base_macs = self.macs([g.size for g in self.groups])
+        self.base_params = self.params([g.size for g in self.groups])
+
+    # -- analysis -------------------------------------------------------------------------
+    def _record_calls(self) -> tuple[list[LayerCall], tuple]:
+        calls: list[LayerCall] = []
+
+        def hook(module, args, out):
+            if not isinstance(out, torch.Tensor) or not args or not isinstance(args[0],
+                                                                                torch.Tensor):
+                return
+            call = LayerCall(self._names[module], type(module).__name__, len(calls),
+                             tuple(args[0].shape), tuple(out.shape))
+            if isinstance(module, _MAC_LAYERS):
+                channels = out.shape[1] if isinstance(module, nn.modules.conv._ConvNd) else \
+                    out.shape[-1]
+                call.rows = out.numel() // channels
+            calls.append(call)
+
+        leaves = [m for m in self.model.modules() if not list(m.children())]
+        handles = [m.register_forward_hook(hook) for m in leaves]
+        try:
+            with torch.no_grad():
+                out = self.model(*self.example_inputs)
+        except Exception as exc:  # noqa: BLE001
+            shapes = [tuple(t.shape) for t in self.example_inputs]
+            raise ModelAnalysisError(
+                f"model forward raised {type(exc).__name__}: {exc}. Check that example_inputs "
+                f"(shapes {shapes}) is one batch the model accepts") from exc
+        finally:
+            for h in handles:
+                h.remove()
+        if not isinstance(out, torch.Tensor):
+            raise ModelAnalysisError(f"model must return one tensor of logits; it returned "
+                                     f"{type(out).__name__}")
+        if not any(c.rows for c in calls):
+            raise ModelAnalysisError("model has no prunable layer: no Conv or Linear module "
+                                     "was called in its forward")
+        return calls, tuple(out.shape)
+
+    def _trace(self):
+        try:
+            dg = tp.DependencyGraph().build_dependency(self.model, self.example_inputs)
+            modules = dict(self.model.named_modules())
+            groups = list(dg.get_all_groups(
+                ignored_layers=[modules[n] for n in self.ignored_layers],
+                root_module_types=_MAC_LAYERS))
+        except Exception as exc:  # noqa: BLE001
+            raise ModelAnalysisError(
+                f"model cannot be traced for dependency analysis ({type(exc).__name__}: {exc}); "
+                "prune-gym needs a forward that autograd can trace") from exc
+        return dg, groups
+
+    def _make_groups(self, tp_groups) -> list[ChannelGroup]:
+        first_call = {}
+        for c in self.calls:
+            first_call.setdefault(c.name, c.order)
+        made = []
+        for tg in tp_groups:
+            merged: dict[tuple[str, str], list] = {}
+            for item in tg:
+                module = item.dep.target.module
+                name = self._names.get(module)
+                if name is None:  # torch-pruning's internal op nodes carry no weights
+                    continue
+                kind = "out" if self._dg.is_out_channel_pruning_fn(item.dep.handler) else "in"
+                entry = merged.setdefault((name, kind), [item.dep.handler, [], []])
+                entry[1].extend(int(i) for i in item.idxs)
+                entry[2].extend(int(i) for i in item.root_idxs)
+            members = []
+            for (name, kind), (handler, tgt, root) in merged.items():
+                tgt, first = np.unique(np.asarray(tgt, dtype=np.int64), return_index=True)
+                members.append(Member(name, kind, handler, tgt,
+                                      np.asarray(root, dtype=np.int64)[first]))
+            outs = [m.module for m in members if m.kind == "out"] or [m.module for m in members]
+            order = min(first_call.get(n, 1 << 30) for n in outs)
+            name = min(outs, key=lambda n: first_call.get(n, 1 << 30))
+            made.append((order, ChannelGroup(0, name, len(tg[0].idxs), tuple(members)), tg))
+        made.sort(key=lambda t: t[0])
+        self._tp_groups = [tg for _, _, tg in made]
+        groups = []
+        for i, (_, g, _) in enumerate(made):
+            g.index = i
+            if g.size < 2:
+                g.prunable, g.reason = False, "has a single channel (a group is never emptied)"
+            groups.append(g)
+        return groups
+
+    @property
+    def groups(self) -> list[ChannelGroup]:
+        """Prunable groups in forward order: the units of action, indexed by keep states."""
+        return [g for g in self.all_groups if g.prunable]
+
+    @property
+    def excluded_groups(self) -> list[ChannelGroup]:
+        """Groups analysis found but excluded, each with its ``reason``."""
+        return [g for g in self.all_groups if not g.prunable]
+
+    def _owners(self) -> dict[tuple[str, str], DimOwner]:
+        owners = {}
+        for g in self.all_groups:
+            for m in g.members:
+                weights = np.bincount(m.root_idx, minlength=g.size).astype(np.int64)
+                owners[(m.module, m.kind)] = DimOwner(g.index, weights, int(weights.sum()))
+        return owners
+
+    def _build_cost_model(self) -> None:
+        owners = self._owners()
+        modules = dict(self.model.named_modules())
+
+        def term(module_name: str, p: torch.Tensor, rows: int = 0) -> TensorCost:
+            out = owners.get((module_name, "out"))
+            inp = owners.get((module_name, "in"))
+            dim0 = p.shape[0] if p.dim() else 1
+            dim1 = p.shape[1] if p.dim() >= 2 else 1
+            if out is not None and dim0 != out.total:
+                out = None
+            if inp is not None and (p.dim() < 2 or inp.total % dim1):
+                inp = None
+            return TensorCost(p.numel(), dim0, dim1, out, inp, rows)
+
+        macs = [term(c.name, modules[c.name].weight, c.rows) for c in self.calls if c.rows]
+        params, fixed, seen = [], 0, set()
+        for name, module in self.model.named_modules():
+            for p in module.parameters(recurse=False):
+                if id(p) in seen:
+                    continue
+                seen.add(id(p))
+                t = term(name, p)
+                if t.out is None and t.inp is None:
+                    fixed += p.numel()
+                else:
+                    params.append(t)
+        self.cost = CostModel(macs, params, fixed)
+
+    def _build_mask_ops(self) -> None:
+        """Per group: (param name, dim, target_idx, root_idx) slices that masking zeroes.
+
+        Zeroing a channel's producing weights and biases (and norm scale and shift) makes
+        it exactly 0; zeroing the consumers' input columns as well makes the masked model
+        compute what the physically pruned one does. Verification checks it.
+        """
+        modules = dict(self.model.named_modules())
+        self._mask_ops: list[list[tuple]] = [[] for _ in self.all_groups]
+        for g in self.all_groups:
+            for m in g.members:
+                module = modules[m.module]
+                size = len(m.target_idx)
+                for pname, p in module.named_parameters(recurse=False):
+                    full = f"{m.module}.{pname}" if m.module else pname
+                    if m.kind == "out" and p.dim() >= 1 and p.shape[0] >= size:
+                        self._mask_ops[g.index].append((full, 0, m.target_idx, m.root_idx))
+                    elif (m.kind == "in" and p.dim() >= 2 and p.shape[1] >= size
+                          and getattr(module, "groups", 1) == 1):
+                        self._mask_ops[g.index].append((full, 1, m.target_idx, m.root_idx))
+
+    def _tensors(self):
+        yield from self.model.named_parameters()
+        yield from self.model.named_buffers()
+
+    # -- keep states ----------------------------------------------------------------------
+    def _rankings_for(self, importance: str | None) -> list[np.ndarray]:
+        criterion = check_criterion(importance or self.importance)
+        if criterion not in self._rankings:
+            self.restore()
+            scores = channel_scores(self.model, self._dependency_groups(), criterion,
+                                    calibration=self.calibration, seed=self.seed)
+            self._rankings[criterion] = [ranking(s) for s in scores]
+        return self._rankings[criterion]
+
+    def _dependency_groups(self):
+        if self._tp_groups is None:  # dropped when pickled; rebuild on the pristine copy
+            self.restore()
+            self._dg, tp_groups = self._trace()
+            by_root = {}
+            for tg in tp_groups:
+                by_root[(self._names.get(tg[0].dep.target.module), len(tg[0].idxs))] = tg
+            self._tp_groups = []
+            for g in self.all_groups:
+                match = [tg for (root, n), tg in by_root.items()
+                         if n == g.size and root in g.layers]
+                self._tp_groups.append(match[0])
+        return self._tp_groups
+
+    def ranking(self, group: int, importance: str | None = None) -> np.ndarray:
+        """Channels of prunable group ``group`` from most to least important."""
+        return self._rankings_for(importance)[self.groups[group].index]
+
+    def resolve(self, keep, importance: str | None = None) -> list[np.ndarray]:
+        """Kept channel indices (sorted) for each prunable group.
+
+        ``keep`` has one entry per group in :attr:`groups`: a count of channels to keep (the
+        most important ones under ``importance``) or a sequence of channel indices.
+        """
+        return [np.flatnonzero(m) for m in self.masks(keep, importance)]
+
+    def _check_keep(self, keep) -> list:
+        groups = self.groups
+        if isinstance(keep, torch.Tensor):
+            keep = keep.tolist()
+        elif isinstance(keep, np.ndarray):
+            keep = keep.tolist() if keep.dtype != object else list(keep)
+        try:
+            entries = list(keep)
+        except TypeError:
+            raise KeepStateError(f"keep must be a sequence with one entry per group "
+                                 f"({len(groups)} groups); got {type(keep).__name__}") from None
+        if len(entries) != len(groups):
+            raise KeepStateError(f"keep has {len(entries)} entries; the network has "
+                                 f"{len(groups)} prunable groups (see net.groups)")
+        for g, k in zip(groups, entries):
+            if isinstance(k, (int, np.integer)) and not isinstance(k, bool):
+                if not 1 <= k <= g.size:
+                    raise KeepStateError(f"keep[{groups.index(g)}]={k} for group {g.name!r}: "
+                                         f"a count must be in [1, {g.size}]")
+            else:
+                try:
+                    idx = [int(i) for i in k]
+                except (TypeError, ValueError):
+                    raise KeepStateError(f"keep[{groups.index(g)}] for group {g.name!r} must "
+                                         f"be a channel count or a list of channel indices; "
+                                         f"got {k!r}") from None
+                if not idx or len(set(idx)) != len(idx) or min(idx) < 0 or max(idx) >= g.size:
+                    raise KeepStateError(
+                        f"keep[{groups.index(g)}] for group {g.name!r} must list 1 to "
+                        f"{g.size} distinct channel indices in [0, {g.size - 1}]; got {idx}")
+        return entries
+
+    def masks(self, keep, importance: str | None = None) -> list[np.ndarray]:
+        """Boolean kept-channel mask for each prunable group."""
+        entries = self._check_keep(keep)
+        out = []
+        rankings = None
+        for g, k in zip(self.groups, entries):
+            mask = np.zeros(g.size, dtype=bool)
+            if isinstance(k, (int, np.integer)):
+                rankings = rankings or self._rankings_for(importance)
+                mask[rankings[g.index][:k]] = True
+            else:
+                mask[[int(i) for i in k]] = True
+            out.append(mask)
+        return out
+
+    def _all_masks(self, masks: list[np.ndarray]) -> list[np.ndarray]:
+        """Masks for every group (excluded groups keep all their channels)."""
+        full = [np.ones(g.size, dtype=bool) for g in self.all_groups]
+        for g, m in zip(self.groups, masks):
+            full[g.index] = m
+        return full
+
+    def _price(self, keep, importance, metric) -> int:
+        entries = self._check_keep(keep)
+        if all(isinstance(k, (int, np.integer)) for k in entries):
+            counts = [g.size for g in self.all_groups]
+            for g, k in zip(self.groups, entries):
+                counts[g.index] = int(k)
+            criterion = importance or self.importance
+            prefix = self._prefix.get(criterion)
+            if prefix is None:
+                needs = any(t.out is not None and t.out.uniform is None or
+                            t.inp is not None and t.inp.uniform is None
+                            for t in self.cost.macs_terms + self.cost.param_terms)
+                prefix = self.cost.prefix_table(self._rankings_for(criterion)) if needs else {}
+                self._prefix[criterion] = prefix
+            return metric(counts=counts, prefix=prefix)
+        return metric(masks=self._all_masks(self.masks(entries, importance)))
+
+    def macs(self, keep, importance: str | None = None) -> int:
+        """MACs of one forward of ``example_inputs`` under ``keep`` (closed form)."""
+        return self._price(keep, importance, self.cost.macs)
+
+    def params(self, keep, importance: str | None = None) -> int:
+        """Parameter count of the model pruned to ``keep`` (closed form)."""
+        return self._price(keep, importance, self.cost.params)
+
+    # -- applying a keep state ------------------------------------------------------------
+    @torch.no_grad()
+    def apply_masked(self, keep, importance: str | None = None) -> nn.Module:
+        """Zero the pruned channels of the working copy in place and return it.
+
+        The working copy computes exactly what ``export(keep)`` computes; :meth:`restore`
+        (or the :meth:`masked` context) undoes it in well under a millisecond.
+        """
+        self._zero(self._all_masks(self.masks(keep, importance)))
+        return self.model
+
+    @torch.no_grad()
+    def _zero(self, all_masks: list[np.ndarray]) -> None:
+        self.restore()
+        tensors = dict(self.model.named_parameters())
+        for g, mask in zip(self.all_groups, all_masks):
+            if mask.all():
+                continue
+            pruned = ~mask
+            for pname, dim, target, root in self._mask_ops[g.index]:
+                sel = target[pruned[root]]
+                if len(sel):
+                    tensors[pname].index_fill_(dim, torch.from_numpy(sel), 0.0)
+                    self._touched.add(pname)
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        """Return the working copy to the original weights (and statistics)."""
+        if not self._touched and not self._buffers_dirty:
+            return
+        tensors = dict(self._tensors())
+        for name in self._touched:
+            tensors[name].copy_(self._pristine[name])
+        if self._buffers_dirty:
+            for name, b in self.model.named_buffers():
+                b.copy_(self._pristine[name])
+        self._touched.clear()
+        self._buffers_dirty = False
+
+    def mark_buffers_dirty(self) -> None:
+        """Tell :meth:`restore` that buffers (BatchNorm statistics) were changed."""
+        self._buffers_dirty = True
+
+    @contextmanager
+    def masked(self, keep, importance: str | None = None):
+        """``with net.masked(keep) as model:`` evaluate the masked model, then restore."""
+        try:
+            yield self.apply_masked(keep, importance)
+        finally:
+            self.restore()
+
+    def _prune_copy(self, all_masks: list[np.ndarray]) -> nn.Module:
+        """A fresh copy of the original model with pruned channels physically removed."""
+        model = copy.deepcopy(self._template)
+        for g, mask in zip(self.all_groups, all_masks):
+            if mask.all():
+                continue
+            pruned = ~mask
+            for m in g.members:
+                sel = np.unique(m.target_idx[pruned[m.root_idx]])
+                if len(sel):
+                    m.handler(model.get_submodule(m.module), sel.tolist())
+        return model
+
+    def export(self, keep, importance: str | None = None) -> nn.Module:
+        """A new, physically smaller ``nn.Module`` for ``keep``; the original is untouched.
+
+        Raises:
+            ModelAnalysisError: if the pruned model does not run or changes the output shape
+                (never happens for groups that passed verification).
+        """
+        model = self._prune_copy(self._all_masks(self.masks(keep, importance)))
+        try:
+            was_training = model.training
+            model.eval()
+            with torch.no_grad():
+                out = model(*self.example_inputs)
+            model.train(was_training)
+        except Exception as exc:  # noqa: BLE001
+            raise ModelAnalysisError(f"the pruned model fails forward ({exc}); refusing to "
+                                     "export it. Please report this model.") from exc
+        if tuple(out.shape) != self.output_shape:
+            raise ModelAnalysisError(f"the pruned model outputs {tuple(out.shape)} instead of "
+                                     f"{self.output_shape}; refusing to export it")
+        return model
+
+    # -- reporting ------------------------------------------------------------------------
+    def describe(self) -> str:
+        """A text table of every group found, whether it may be pruned and why not."""
+        lines = [f"PrunableNetwork: {len(self.groups)} prunable group(s), "
+                 f"{len(self.excluded_groups)} excluded; {self.base_macs:,} MACs, "
+                 f"{self.base_params:,} params",
+                 f"{'#':>3}  {'group':<32} {'size':>5}  {'layers':>6}  status"]
+        for g in self.all_groups:
+            status = "prunable" if g.prunable else f"EXCLUDED: {g.reason}"
+            lines.append(f"{g.index:>3}  {g.name:<32} {g.size:>5}  {len(g.layers):>6}  {status}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return (f"PrunableNetwork({type(self._template).__name__}, groups={len(self.groups)}, "
+                f"excluded={len(self.excluded_groups)}, macs={self.base_macs:,})")
+
+    def __getstate__(self):
+        self.restore()
+        state = self.__dict__.copy()
+        state["_dg"] = None  # the traced graph holds autograd nodes: rebuilt on demand
+        state["_tp_groups"] = None
+        state["_prefix"] = {}
+        return state
+
+
+def warn_excluded(net: PrunableNetwork) -> None:
+    """Warn once per analysis about groups that verification excluded."""
+    excluded = [g for g in net.excluded_groups if g.reason and "single channel" not in g.reason]
+    if excluded:
+        names = ", ".join(g.name for g in excluded[:5]) + (" ..." if len(excluded) > 5 else "")
+        warnings.warn(f"{len(excluded)} channel group(s) cannot be pruned safely and are "
+                      f"excluded ({names}); see net.describe() for the reasons",
+                      PruningWarning, stacklevel=3)
