@@ -16,7 +16,7 @@ class InvalidArgumentError(PruneGymError, ValueError):
 
 
 class ModelAnalysisError(PruneGymError):
-    """The model cannot be analysed: it has no prunable layer, cannot be traced, or its forward raises."""
+    """The model cannot be analysed: no prunable layer, not traceable, or its forward raises."""
 
 
 class KeepStateError(InvalidArgumentError):

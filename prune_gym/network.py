@@ -134,11 +134,11 @@ class PrunableNetwork:
                 "be removed (the classifier and ignored_layers are never pruned)")
         self._build_cost_model()
         self._build_mask_ops()
-        self._pristine = {n: t.detach().clone() for n, t in self._tensors()}
+        self._pristine = {n: p.detach().clone() for n, p in self.model.named_parameters()}
         self._touched: set[str] = set()
-        self._buffers_dirty = False
         self._rankings: dict[str, list[np.ndarray]] = {}
         self._prefix: dict[str, dict] = {}
+        self._topology = None
         if verify:
             from prune_gym.verify import verify_groups
 
@@ -299,10 +299,6 @@ class PrunableNetwork:
                           and getattr(module, "groups", 1) == 1):
                         self._mask_ops[g.index].append((full, 1, m.target_idx, m.root_idx))
 
-    def _tensors(self):
-        yield from self.model.named_parameters()
-        yield from self.model.named_buffers()
-
     # -- keep states ----------------------------------------------------------------------
     def _rankings_for(self, importance: str | None) -> list[np.ndarray]:
         criterion = check_criterion(importance or self.importance)
@@ -327,6 +323,16 @@ class PrunableNetwork:
                 self._tp_groups.append(match[0])
         return self._tp_groups
 
+    @property
+    def topology(self):
+        """The network as a graph of layers and ops (built once, kept when pickled)."""
+        if self._topology is None:
+            from prune_gym.topology import build_topology
+
+            self._dependency_groups()
+            self._topology = build_topology(self)
+        return self._topology
+
     def ranking(self, group: int, importance: str | None = None) -> np.ndarray:
         """Channels of prunable group ``group`` from most to least important."""
         return self._rankings_for(importance)[self.groups[group].index]
@@ -335,7 +341,8 @@ class PrunableNetwork:
         """Kept channel indices (sorted) for each prunable group.
 
         ``keep`` has one entry per group in :attr:`groups`: a count of channels to keep (the
-        most important ones under ``importance``) or a sequence of channel indices.
+        most important ones under ``importance``), a sequence of channel indices, or a
+        boolean mask over the group's channels.
         """
         return [np.flatnonzero(m) for m in self.masks(keep, importance)]
 
@@ -354,7 +361,12 @@ class PrunableNetwork:
             raise KeepStateError(f"keep has {len(entries)} entries; the network has "
                                  f"{len(groups)} prunable groups (see net.groups)")
         for g, k in zip(groups, entries):
-            if isinstance(k, (int, np.integer)) and not isinstance(k, bool):
+            if isinstance(k, np.ndarray) and k.dtype == bool:
+                if k.shape != (g.size,) or not k.any():
+                    raise KeepStateError(f"keep[{groups.index(g)}] for group {g.name!r} is a "
+                                         f"boolean mask: it needs shape ({g.size},) and at "
+                                         "least one True")
+            elif isinstance(k, (int, np.integer)) and not isinstance(k, bool):
                 if not 1 <= k <= g.size:
                     raise KeepStateError(f"keep[{groups.index(g)}]={k} for group {g.name!r}: "
                                          f"a count must be in [1, {g.size}]")
@@ -377,6 +389,9 @@ class PrunableNetwork:
         out = []
         rankings = None
         for g, k in zip(self.groups, entries):
+            if isinstance(k, np.ndarray) and k.dtype == bool:
+                out.append(k.copy())
+                continue
             mask = np.zeros(g.size, dtype=bool)
             if isinstance(k, (int, np.integer)):
                 rankings = rankings or self._rankings_for(importance)
@@ -440,26 +455,19 @@ class PrunableNetwork:
             for pname, dim, target, root in self._mask_ops[g.index]:
                 sel = target[pruned[root]]
                 if len(sel):
-                    tensors[pname].index_fill_(dim, torch.from_numpy(sel), 0.0)
+                    p = tensors[pname]
+                    p.index_fill_(dim, torch.from_numpy(sel).to(p.device), 0.0)
                     self._touched.add(pname)
 
     @torch.no_grad()
     def restore(self) -> None:
-        """Return the working copy to the original weights (and statistics)."""
-        if not self._touched and not self._buffers_dirty:
+        """Return the working copy to the original weights."""
+        if not self._touched:
             return
-        tensors = dict(self._tensors())
+        tensors = dict(self.model.named_parameters())
         for name in self._touched:
             tensors[name].copy_(self._pristine[name])
-        if self._buffers_dirty:
-            for name, b in self.model.named_buffers():
-                b.copy_(self._pristine[name])
         self._touched.clear()
-        self._buffers_dirty = False
-
-    def mark_buffers_dirty(self) -> None:
-        """Tell :meth:`restore` that buffers (BatchNorm statistics) were changed."""
-        self._buffers_dirty = True
 
     @contextmanager
     def masked(self, keep, importance: str | None = None):

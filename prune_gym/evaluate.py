@@ -1,0 +1,198 @@
+"""Evaluator: accuracy and loss of a (masked or pruned) model on a fixed validation set.
+
+The validation set is preloaded as tensors once, so an evaluation is nothing but batched
+forwards: an environment step should cost little more than the forward it contains.
+Validation data must be held out of the training split; the test split is for reporting.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from prune_gym.errors import DataError, InvalidArgumentError
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Top-1 accuracy in [0, 1] and mean cross-entropy (NaN when a user callable evaluates)."""
+
+    accuracy: float
+    loss: float = math.nan
+
+
+def as_tensors(data, argument: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x, y)`` tensors from a pair of tensors/arrays or an iterable of ``(x, y)`` batches."""
+    if data is None:
+        raise DataError(f"{argument} is required: pass (x, y) tensors or a DataLoader")
+    if isinstance(data, (tuple, list)) and len(data) == 2 and not isinstance(data[0], tuple):
+        x, y = data
+        x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+        y = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y)
+    else:
+        try:
+            batches = list(data)
+            x = torch.cat([torch.as_tensor(b[0]) for b in batches])
+            y = torch.cat([torch.as_tensor(b[1]) for b in batches])
+        except Exception as exc:  # noqa: BLE001
+            raise DataError(f"{argument} must be (x, y) tensors or an iterable of (x, y) "
+                            f"batches such as a DataLoader ({exc})") from exc
+    if len(x) == 0:
+        raise DataError(f"{argument} is empty: a validation set needs at least one sample")
+    if len(x) != len(y):
+        raise DataError(f"{argument} has {len(x)} inputs but {len(y)} labels")
+    if y.dtype.is_floating_point or y.dim() != 1:
+        raise DataError(f"{argument} labels must be a 1-D integer tensor of class indices; got "
+                        f"dtype {y.dtype} and shape {tuple(y.shape)}")
+    return x.float(), y.long()
+
+
+class Evaluator:
+    """Evaluates models on a fixed validation subset, optionally after BN recalibration.
+
+    Args:
+        val_data: ``(x, y)`` held out of the training split, or a DataLoader of it.
+        max_samples: evaluate on the first ``max_samples`` samples only (a fixed subset).
+        batch_size: forward batch size.
+        train_data: training ``(x, y)`` or loader; needed for BatchNorm recalibration.
+        bn_recalibration: number of training batches over which BatchNorm statistics are
+            re-estimated before each evaluation (EagleEye; 0 = off). The statistics are
+            restored afterwards: the evaluated model is left as it was.
+        fn: a user callable ``fn(model) -> float`` that replaces accuracy entirely.
+        device: where to evaluate (``"cpu"`` by default).
+        num_threads: torch intra-op threads during evaluation (default: leave as is).
+        cache_size: keep states whose result is remembered (0 = no cache).
+    """
+
+    def __init__(self, val_data=None, *, max_samples: int | None = None, batch_size: int = 500,
+                 train_data=None, bn_recalibration: int = 0,
+                 fn: Callable[[nn.Module], float] | None = None, device: str = "cpu",
+                 num_threads: int | None = None, cache_size: int = 4096):
+        if fn is not None and not callable(fn):
+            raise InvalidArgumentError(f"evaluate must be a callable fn(model) -> float; "
+                                       f"got {type(fn).__name__}")
+        for name, value in (("batch_size", batch_size), ("max_samples", max_samples or 1),
+                            ("num_threads", num_threads or 1)):
+            if not isinstance(value, int) or value < 1:
+                raise InvalidArgumentError(f"{name} must be a positive integer; got {value!r}")
+        if not isinstance(bn_recalibration, int) or bn_recalibration < 0:
+            raise InvalidArgumentError(f"bn_recalibration must be a number of batches >= 0; "
+                                       f"got {bn_recalibration!r}")
+        if bn_recalibration and train_data is None:
+            raise InvalidArgumentError("bn_recalibration > 0 needs train_data (batches from "
+                                       "the training split to re-estimate BatchNorm on)")
+        self.fn = fn
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.num_threads = num_threads
+        self.bn_recalibration = bn_recalibration
+        self.cache_size = cache_size
+        self._cache: OrderedDict[bytes, EvalResult] = OrderedDict()
+        self.evaluations = 0
+        self.x = self.y = None
+        if fn is None or val_data is not None:
+            x, y = as_tensors(val_data, "val_data")
+            if max_samples is not None:
+                x, y = x[:max_samples], y[:max_samples]
+            self.x, self.y = x.to(self.device), y.to(self.device)
+        self.train_x = None
+        if bn_recalibration:
+            tx, _ = as_tensors(train_data, "train_data")
+            self.train_x = tx[: bn_recalibration * batch_size].to(self.device)
+
+    def check_model(self, model: nn.Module) -> None:
+        """Raise DataError unless the model maps the validation data to finite class scores."""
+        if self.x is None:
+            return
+        x = self.x[: min(len(self.x), self.batch_size)]
+        with torch.inference_mode():
+            try:
+                out = model.eval()(x)
+            except Exception as exc:  # noqa: BLE001
+                raise DataError(f"val_data inputs of shape {tuple(x.shape[1:])} do not fit the "
+                                f"model ({type(exc).__name__}: {exc})") from exc
+        if out.dim() != 2:
+            raise DataError(f"the model outputs shape {tuple(out.shape)} on val_data; "
+                            "expected (batch, num_classes) logits")
+        top = int(self.y.max())
+        if top >= out.shape[1] or int(self.y.min()) < 0:
+            raise DataError(f"val_data labels span [{int(self.y.min())}, {top}] but the model "
+                            f"has {out.shape[1]} outputs; labels must be in "
+                            f"[0, {out.shape[1] - 1}]")
+        if not torch.isfinite(out).all():
+            raise DataError("the model's outputs on val_data are not finite (NaN or inf); "
+                            "check the weights and the input normalisation")
+
+    def _recalibrate(self, model: nn.Module) -> list:
+        """Re-estimate BatchNorm statistics; return what is needed to put them back."""
+        norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        saved = [(m, m.momentum, m.training, m.running_mean.clone(), m.running_var.clone(),
+                  m.num_batches_tracked.clone()) for m in norms if m.track_running_stats]
+        for m, *_ in saved:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the calibration batches
+            m.train()
+        with torch.no_grad():
+            for i in range(0, len(self.train_x), self.batch_size):
+                model(self.train_x[i:i + self.batch_size])
+        for m, _, training, *_ in saved:
+            m.train(training)
+        return saved
+
+    @staticmethod
+    def _put_back(saved: list) -> None:
+        with torch.no_grad():
+            for m, momentum, training, mean, var, count in saved:
+                m.momentum = momentum
+                m.train(training)
+                m.running_mean.copy_(mean)
+                m.running_var.copy_(var)
+                m.num_batches_tracked.copy_(count)
+
+    def evaluate(self, model: nn.Module) -> EvalResult:
+        """Evaluate ``model`` (left in eval mode, its statistics unchanged)."""
+        self.evaluations += 1
+        threads = torch.get_num_threads()
+        if self.num_threads:
+            torch.set_num_threads(self.num_threads)
+        was_training = model.training
+        model.to(self.device).eval()
+        saved = self._recalibrate(model) if self.bn_recalibration else []
+        try:
+            if self.fn is not None:
+                return EvalResult(float(self.fn(model)))
+            correct, loss = 0, 0.0
+            with torch.inference_mode():
+                for i in range(0, len(self.x), self.batch_size):
+                    out = model(self.x[i:i + self.batch_size])
+                    y = self.y[i:i + self.batch_size]
+                    correct += int((out.argmax(1) == y).sum())
+                    loss += float(F.cross_entropy(out, y, reduction="sum"))
+            return EvalResult(correct / len(self.x), loss / len(self.x))
+        finally:
+            self._put_back(saved)
+            model.train(was_training)
+            torch.set_num_threads(threads)
+
+    def evaluate_keep(self, net, keep, importance: str | None = None) -> EvalResult:
+        """Evaluate ``net`` masked to ``keep``, remembering results by keep state."""
+        masks = net.masks(keep, importance)
+        key = np.packbits(np.concatenate(masks)).tobytes() if masks else b""
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            return hit
+        with net.masked(masks) as model:
+            result = self.evaluate(model)
+        if self.cache_size:
+            self._cache[key] = result
+            if len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return result
