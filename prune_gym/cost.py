@@ -44,8 +44,8 @@ class TensorCost:
     numel: int
     dim0: int
     dim1: int
-    out: DimOwner | None  # owner of dim 0
-    inp: DimOwner | None  # owner of dim 1
+    out: tuple[DimOwner, ...]  # owners of dim 0 (several when it is a concatenation)
+    inp: tuple[DimOwner, ...]  # owners of dim 1
     rows: int = 0  # > 0 for a MAC-counting call; 0 for a plain parameter
 
 
@@ -67,25 +67,29 @@ class CostModel:
         ``rankings`` order: lets count-based keeps price concatenations exactly."""
         table = {}
         for term in self.macs_terms + self.param_terms:
-            for owner in (term.out, term.inp):
-                if owner is not None and owner.uniform is None and id(owner) not in table:
+            for owner in term.out + term.inp:
+                if owner.uniform is None and id(owner) not in table:
                     order = rankings[owner.group]
                     table[id(owner)] = np.concatenate(([0], np.cumsum(owner.weights[order])))
         return table
 
     @staticmethod
-    def _kept(owner: DimOwner | None, full: int, counts, masks, prefix) -> int:
-        if owner is None:
+    def _kept(owners: tuple[DimOwner, ...], full: int, counts, masks, prefix) -> int:
+        if not owners:
             return full
-        if masks is not None:
-            kept = int(owner.weights[masks[owner.group]].sum())
-        else:
-            k = counts[owner.group]
-            uniform = owner.uniform
-            kept = uniform * k if uniform is not None else int(prefix[id(owner)][k])
-        # A dim may hold a fraction of the owner's entries (a grouped conv's dim 1 holds
-        # in_channels / groups): scale proportionally, exactly as the pruned tensor does.
-        return full * kept // owner.total if full != owner.total else kept
+        covered = kept = 0
+        for owner in owners:
+            covered += owner.total
+            if masks is not None:
+                kept += int(owner.weights[masks[owner.group]].sum())
+            else:
+                k = counts[owner.group]
+                uniform = owner.uniform
+                kept += uniform * k if uniform is not None else int(prefix[id(owner)][k])
+        if full >= covered:  # the owners' entries (plus any unowned ones) make up the dim
+            return full - covered + kept
+        # A grouped conv's dim 1 holds in_channels / groups: it shrinks proportionally.
+        return full * kept // covered
 
     def _size(self, term: TensorCost, counts, masks, prefix) -> int:
         d0 = self._kept(term.out, term.dim0, counts, masks, prefix)

@@ -110,6 +110,10 @@ class PrunableNetwork:
                 f"model must be a torch.nn.Module; got {type(model).__name__}")
         self.example_inputs = _as_inputs(example_inputs)
         self.importance = check_criterion(importance)
+        if importance == "taylor" and calibration is None:
+            raise InvalidArgumentError(
+                "importance='taylor' needs calibration=(x, y): a batch of training inputs and "
+                "integer labels to take gradients on")
         self.calibration = calibration
         self.seed = seed
         try:
@@ -185,7 +189,8 @@ class PrunableNetwork:
 
     def _trace(self):
         try:
-            dg = tp.DependencyGraph().build_dependency(self.model, self.example_inputs)
+            with torch.enable_grad():  # tracing follows autograd; callers may be in no_grad
+                dg = tp.DependencyGraph().build_dependency(self.model, self.example_inputs)
             modules = dict(self.model.named_modules())
             groups = list(dg.get_all_groups(
                 ignored_layers=[modules[n] for n in self.ignored_layers],
@@ -241,12 +246,13 @@ class PrunableNetwork:
         """Groups analysis found but excluded, each with its ``reason``."""
         return [g for g in self.all_groups if not g.prunable]
 
-    def _owners(self) -> dict[tuple[str, str], DimOwner]:
-        owners = {}
+    def _owners(self) -> dict[tuple[str, str], list[DimOwner]]:
+        owners: dict[tuple[str, str], list[DimOwner]] = {}
         for g in self.all_groups:
             for m in g.members:
                 weights = np.bincount(m.root_idx, minlength=g.size).astype(np.int64)
-                owners[(m.module, m.kind)] = DimOwner(g.index, weights, int(weights.sum()))
+                owners.setdefault((m.module, m.kind), []).append(
+                    DimOwner(g.index, weights, int(weights.sum())))
         return owners
 
     def _build_cost_model(self) -> None:
@@ -254,14 +260,15 @@ class PrunableNetwork:
         modules = dict(self.model.named_modules())
 
         def term(module_name: str, p: torch.Tensor, rows: int = 0) -> TensorCost:
-            out = owners.get((module_name, "out"))
-            inp = owners.get((module_name, "in"))
+            out = tuple(owners.get((module_name, "out"), ()))
+            inp = tuple(owners.get((module_name, "in"), ()))
             dim0 = p.shape[0] if p.dim() else 1
             dim1 = p.shape[1] if p.dim() >= 2 else 1
-            if out is not None and dim0 != out.total:
-                out = None
-            if inp is not None and (p.dim() < 2 or inp.total % dim1):
-                inp = None
+            if sum(o.total for o in out) != dim0:
+                out = ()
+            covered = sum(o.total for o in inp)
+            if p.dim() < 2 or (covered != dim1 and (len(inp) != 1 or covered % dim1)):
+                inp = ()  # dim 1 is either the owners' channels or a grouped conv's share
             return TensorCost(p.numel(), dim0, dim1, out, inp, rows)
 
         macs = [term(c.name, modules[c.name].weight, c.rows) for c in self.calls if c.rows]
@@ -272,7 +279,7 @@ class PrunableNetwork:
                     continue
                 seen.add(id(p))
                 t = term(name, p)
-                if t.out is None and t.inp is None:
+                if not t.out and not t.inp:
                     fixed += p.numel()
                 else:
                     params.append(t)
@@ -417,9 +424,8 @@ class PrunableNetwork:
             criterion = importance or self.importance
             prefix = self._prefix.get(criterion)
             if prefix is None:
-                needs = any(t.out is not None and t.out.uniform is None or
-                            t.inp is not None and t.inp.uniform is None
-                            for t in self.cost.macs_terms + self.cost.param_terms)
+                needs = any(o.uniform is None for t in self.cost.macs_terms +
+                            self.cost.param_terms for o in t.out + t.inp)
                 prefix = self.cost.prefix_table(self._rankings_for(criterion)) if needs else {}
                 self._prefix[criterion] = prefix
             return metric(counts=counts, prefix=prefix)
@@ -478,16 +484,24 @@ class PrunableNetwork:
             self.restore()
 
     def _prune_copy(self, all_masks: list[np.ndarray]) -> nn.Module:
-        """A fresh copy of the original model with pruned channels physically removed."""
+        """A fresh copy of the original model with pruned channels physically removed.
+
+        Indices are gathered per layer dim across groups first: a dim fed by a
+        concatenation belongs to several groups and must be pruned once, in its original
+        index space.
+        """
         model = copy.deepcopy(self._template)
+        per_dim: dict[tuple[str, str], tuple[Callable, list[np.ndarray]]] = {}
         for g, mask in zip(self.all_groups, all_masks):
             if mask.all():
                 continue
             pruned = ~mask
             for m in g.members:
-                sel = np.unique(m.target_idx[pruned[m.root_idx]])
+                sel = m.target_idx[pruned[m.root_idx]]
                 if len(sel):
-                    m.handler(model.get_submodule(m.module), sel.tolist())
+                    per_dim.setdefault((m.module, m.kind), (m.handler, []))[1].append(sel)
+        for (name, _), (handler, parts) in per_dim.items():
+            handler(model.get_submodule(name), np.unique(np.concatenate(parts)).tolist())
         return model
 
     def export(self, keep, importance: str | None = None) -> nn.Module:

@@ -1,0 +1,277 @@
+"""PrunableNetwork: analysis, verification, masked == physical, closed-form cost == measured."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from prune_gym import PrunableNetwork
+from prune_gym.errors import (
+    InvalidArgumentError,
+    KeepStateError,
+    ModelAnalysisError,
+    PruneGymError,
+)
+from prune_gym.models import digits_cnn, mobilenetv2, resnet20, resnet56, vgg16_bn
+from prune_gym.network import PruningWarning
+from prune_gym.verify import measure
+from tests.toy_models import ConcatNet, FunctionalReuseNet, GroupedNet, SENet
+
+CIFAR = (1, 3, 32, 32)
+MODELS = {
+    "resnet20": (resnet20, CIFAR),
+    "resnet56": (resnet56, CIFAR),
+    "vgg16_bn": (vgg16_bn, CIFAR),
+    "mobilenetv2": (mobilenetv2, CIFAR),
+    "digits_cnn": (digits_cnn, (1, 1, 8, 8)),
+    "concat": (ConcatNet, (2, 3, 16, 16)),
+    "squeeze_excite": (SENet, (2, 3, 16, 16)),
+    "grouped_conv": (GroupedNet, (2, 3, 16, 16)),
+    "functional_reuse": (FunctionalReuseNet, (2, 3, 16, 16)),
+}
+
+
+def _randomised(model: nn.Module) -> nn.Module:
+    """Non-trivial BatchNorm statistics, so masking errors cannot hide behind zeros."""
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.5, generator=gen)
+                m.running_var.uniform_(0.5, 2.0, generator=gen)
+                m.weight.normal_(1, 0.3, generator=gen)
+                m.bias.normal_(0, 0.3, generator=gen)
+    return model.eval()
+
+
+def _analyse(name):
+    factory, shape = MODELS[name]
+    torch.manual_seed(0)
+    model = _randomised(factory())
+    x = torch.randn(*shape)
+    before = copy.deepcopy(model.state_dict())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PruningWarning)
+        net = PrunableNetwork(model, x)
+    return model, x, before, net
+
+
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def analysed(request):
+    return (request.param, *_analyse(request.param))
+
+
+def _random_keeps(net, n, seed=0):
+    rng = np.random.default_rng(seed)
+    keeps = [[int(rng.integers(1, g.size + 1)) for g in net.groups] for _ in range(n)]
+    keeps.append([1 for _ in net.groups])  # the most aggressive state
+    keeps.append([[int(i) for i in rng.choice(g.size, max(1, g.size // 3), replace=False)]
+                  for g in net.groups])  # explicit index lists
+    return keeps
+
+
+def test_masked_equals_physical_and_cost_is_exact(analysed):
+    name, model, x, before, net = analysed
+    assert net.groups, f"{name}: no prunable group"
+    for keep in _random_keeps(net, 3):
+        pruned = net.export(keep).eval()
+        out, macs, params = measure(pruned, (x,))
+        assert net.macs(keep) == macs
+        assert net.params(keep) == params
+        with net.masked(keep) as masked, torch.no_grad():
+            masked_out = masked(x)
+        torch.testing.assert_close(masked_out, out, rtol=1e-3, atol=1e-4)
+        assert sum(p.numel() for p in pruned.parameters()) < sum(
+            p.numel() for p in model.parameters()) or all(k == g.size for k, g in zip(
+                keep, net.groups) if isinstance(k, int))
+
+
+def test_full_keep_prices_the_original_model(analysed):
+    name, model, x, before, net = analysed
+    _, macs, params = measure(model, (x,))
+    assert net.base_macs == macs and net.base_params == params
+
+
+def test_original_model_is_never_modified(analysed):
+    name, model, x, before, net = analysed
+    keep = _random_keeps(net, 1)[0]
+    net.export(keep)
+    with net.masked(keep):
+        pass
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not model.training  # its mode is untouched too (it was put in eval above)
+
+
+def test_restore_returns_working_copy_to_original_weights(analysed):
+    name, model, x, before, net = analysed
+    with torch.no_grad():
+        reference = model(x)
+    net.apply_masked([1 for _ in net.groups])
+    net.restore()
+    with torch.no_grad():
+        torch.testing.assert_close(net.model(x), reference)
+
+
+def test_classifier_is_never_pruned(analysed):
+    name, model, x, before, net = analysed
+    pruned = net.export([1 for _ in net.groups])
+    with torch.no_grad():
+        assert pruned.eval()(x).shape == model(x).shape
+    classifier = net.ignored_layers[0]
+    assert all(classifier != m.module or m.kind == "in" for g in net.groups for m in g.members)
+
+
+def test_option_a_resnet_excludes_the_padded_residual_group():
+    for factory, inner in ((resnet20, 9), (resnet56, 27)):
+        with pytest.warns(PruningWarning, match="excluded"):
+            net = PrunableNetwork(factory(), torch.randn(*CIFAR))
+        assert [g.name for g in net.groups] == [
+            f"layer{s}.{b}.conv1" for s in (1, 2, 3) for b in range(inner // 3)]
+        assert len(net.excluded_groups) == 1
+        excluded = net.excluded_groups[0]
+        assert "layer1.0.bn2" in excluded.layers and excluded.reason
+        assert "EXCLUDED" in net.describe() and excluded.name in net.describe()
+
+
+def test_grouped_conv_groups_are_excluded_with_a_reason():
+    _, _, _, net = _analyse("grouped_conv")
+    touching = [g for g in net.all_groups if "grouped.0" in g.layers]
+    assert touching and all(not g.prunable and g.reason for g in touching)
+    assert any(g.name == "stem.0" for g in net.groups)
+
+
+def test_depthwise_and_concat_groups_are_prunable():
+    _, _, _, mobile = _analyse("mobilenetv2")
+    dw = [m for g in mobile.groups for m in g.members if "Depthwise" in m.handler.__qualname__]
+    assert dw, "depthwise convolutions should be pruned with their expansion group"
+    _, _, _, concat = _analyse("concat")
+    by_name = {g.name: g for g in concat.groups}
+    assert {"left.0", "right.0"} <= set(by_name)
+    # each branch owns its slice of the concatenation that feeds "fuse": 6 + 10 channels
+    fuse_in = {name: [m for m in by_name[name].members if (m.module, m.kind) == ("fuse.0", "in")]
+               for name in ("left.0", "right.0")}
+    assert fuse_in["left.0"][0].target_idx.tolist() == list(range(6))
+    assert fuse_in["right.0"][0].target_idx.tolist() == list(range(6, 16))
+
+
+def test_counts_keep_the_most_important_channels():
+    _, _, _, net = _analyse("digits_cnn")
+    group = net.groups[0]
+    weakest = int(net.ranking(0)[-1])
+    keep = [g.size for g in net.groups]
+    keep[0] = group.size - 1
+    assert weakest not in net.resolve(keep)[0]
+    assert len(net.resolve(keep)[0]) == group.size - 1
+
+
+@pytest.mark.parametrize("criterion", ["l1", "l2", "bn_scale", "random", "taylor"])
+def test_importance_criteria_rank_every_channel(criterion):
+    torch.manual_seed(0)
+    model = _randomised(digits_cnn())
+    x = torch.randn(16, 1, 8, 8)
+    calibration = (x, torch.randint(0, 10, (16,)))
+    net = PrunableNetwork(model, x[:1], importance=criterion, calibration=calibration)
+    for i, g in enumerate(net.groups):
+        assert sorted(net.ranking(i).tolist()) == list(range(g.size))
+
+
+def test_l1_ranks_a_zeroed_channel_last():
+    torch.manual_seed(0)
+    model = _randomised(digits_cnn())
+    net = PrunableNetwork(model, torch.randn(1, 1, 8, 8))
+    first = net.groups[0].members[0]
+    assert first.kind == "out"
+    with torch.no_grad():
+        model.get_submodule(first.module).weight[3].zero_()
+    net = PrunableNetwork(model, torch.randn(1, 1, 8, 8))
+    assert int(net.ranking(0)[-1]) == 3
+
+
+def test_taylor_without_calibration_is_a_clear_error():
+    with pytest.raises(InvalidArgumentError, match="calibration"):
+        PrunableNetwork(digits_cnn(), torch.randn(1, 1, 8, 8), importance="taylor")
+
+
+def test_network_pickles_and_keeps_working():
+    import pickle
+
+    _, x, _, net = _analyse("resnet20")
+    keep = _random_keeps(net, 1)[0]
+    clone = pickle.loads(pickle.dumps(net))
+    assert clone.macs(keep) == net.macs(keep)
+    with torch.no_grad():
+        torch.testing.assert_close(clone.export(keep).eval()(x), net.export(keep).eval()(x))
+    clone._rankings.clear()  # importance needs the dependency graph again: rebuilt lazily
+    assert clone.resolve(keep)[0].tolist() == net.resolve(keep)[0].tolist()
+
+
+# -- bad input ---------------------------------------------------------------------------
+class _Raises(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        raise RuntimeError("boom")
+
+
+class _Untraceable(nn.Module):
+    """Computes under no_grad, so there is no autograd graph to trace dependencies from."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x):
+        with torch.no_grad():
+            return self.fc(self.conv(x).mean((2, 3)))
+
+
+@pytest.mark.parametrize("model, inputs, error, match", [
+    ("not a model", torch.randn(1, 3, 8, 8), InvalidArgumentError, "model must be"),
+    (nn.Sequential(nn.Flatten(), nn.Linear(12, 2)), torch.randn(1, 12), ModelAnalysisError,
+     "no prunable layer"),
+    (digits_cnn(), torch.randn(1, 3, 32, 32), ModelAnalysisError, "example_inputs"),
+    (digits_cnn(), [1, 2], InvalidArgumentError, "example_inputs"),
+    (_Raises(), torch.randn(1, 3, 8, 8), ModelAnalysisError, "forward raised"),
+    (_Untraceable(), torch.randn(1, 3, 8, 8), ModelAnalysisError, "traced|prunable"),
+])
+def test_bad_models_and_inputs(model, inputs, error, match):
+    with pytest.raises(error, match=match):
+        PrunableNetwork(model, inputs)
+
+
+def test_unknown_ignored_layer_and_importance():
+    with pytest.raises(InvalidArgumentError, match="ignored_layers"):
+        PrunableNetwork(digits_cnn(), torch.randn(1, 1, 8, 8), ignored_layers=["nope"])
+    with pytest.raises(InvalidArgumentError, match="importance"):
+        PrunableNetwork(digits_cnn(), torch.randn(1, 1, 8, 8), importance="l3")
+
+
+def test_bad_keep_states_name_the_problem():
+    net = PrunableNetwork(digits_cnn(), torch.randn(1, 1, 8, 8))
+    sizes = [g.size for g in net.groups]
+    bad = [
+        (sizes[:-1], "entries"),
+        ([0, *sizes[1:]], r"\[1, "),
+        ([sizes[0] + 1, *sizes[1:]], r"\[1, "),
+        ([[0, 0, 1], *sizes[1:]], "distinct"),
+        ([[sizes[0]], *sizes[1:]], "distinct channel indices"),
+        ([[], *sizes[1:]], "distinct"),
+        (["many", *sizes[1:]], "count or a list"),
+        (5, "sequence"),
+    ]
+    for keep, match in bad:
+        for method in (net.macs, net.params, net.export, net.apply_masked):
+            with pytest.raises(KeepStateError, match=match):
+                method(keep)
+    assert issubclass(KeepStateError, PruneGymError)
+    net.restore()
