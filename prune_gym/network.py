@@ -28,6 +28,7 @@ from prune_gym.errors import InvalidArgumentError, KeepStateError, ModelAnalysis
 from prune_gym.importance import channel_scores, check_criterion, ranking
 
 _MAC_LAYERS = (nn.modules.conv._ConvNd, nn.Linear)
+CONSTRAINTS = ("macs", "params")
 
 
 class PruningWarning(UserWarning):
@@ -140,6 +141,7 @@ class PrunableNetwork:
         self._build_mask_ops()
         self._pristine = {n: p.detach().clone() for n, p in self.model.named_parameters()}
         self._touched: set[str] = set()
+        self._scores: dict[str, list[np.ndarray]] = {}
         self._rankings: dict[str, list[np.ndarray]] = {}
         self._prefix: dict[str, dict] = {}
         self._topology = None
@@ -307,14 +309,37 @@ class PrunableNetwork:
                         self._mask_ops[g.index].append((full, 1, m.target_idx, m.root_idx))
 
     # -- keep states ----------------------------------------------------------------------
+    def _scores_for(self, importance: str | None) -> list[np.ndarray]:
+        criterion = check_criterion(importance or self.importance)
+        if criterion not in self._scores:
+            self.restore()
+            self._scores[criterion] = channel_scores(
+                self.model, self._dependency_groups(), criterion,
+                calibration=self.calibration, seed=self.seed)
+        return self._scores[criterion]
+
     def _rankings_for(self, importance: str | None) -> list[np.ndarray]:
         criterion = check_criterion(importance or self.importance)
         if criterion not in self._rankings:
-            self.restore()
-            scores = channel_scores(self.model, self._dependency_groups(), criterion,
-                                    calibration=self.calibration, seed=self.seed)
-            self._rankings[criterion] = [ranking(s) for s in scores]
+            self._rankings[criterion] = [ranking(s) for s in self._scores_for(criterion)]
         return self._rankings[criterion]
+
+    def scores(self, group: int, importance: str | None = None) -> np.ndarray:
+        """Importance of each channel of prunable group ``group`` (group-normalised, so
+        scores of different groups are comparable, as global pruning needs)."""
+        return self._scores_for(importance)[self.groups[group].index]
+
+    def metric(self, keep, constraint: str = "macs", importance: str | None = None) -> int:
+        """``macs(keep)`` or ``params(keep)`` by name: what a budget constrains."""
+        if constraint not in CONSTRAINTS:
+            raise InvalidArgumentError(f"constraint={constraint!r} is not known; choose one "
+                                       f"of {', '.join(CONSTRAINTS)}")
+        return self._price(keep, importance, getattr(self.cost, constraint))
+
+    def min_ratio(self, constraint: str = "macs") -> float:
+        """Smallest fraction of the original metric reachable (one channel per group)."""
+        full = self.metric([g.size for g in self.groups], constraint)
+        return self.metric([1 for _ in self.groups], constraint) / full
 
     def _dependency_groups(self):
         if self._tp_groups is None:  # dropped when pickled; rebuild on the pristine copy

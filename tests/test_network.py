@@ -208,7 +208,8 @@ def test_network_pickles_and_keeps_working():
     assert clone.macs(keep) == net.macs(keep)
     with torch.no_grad():
         torch.testing.assert_close(clone.export(keep).eval()(x), net.export(keep).eval()(x))
-    clone._rankings.clear()  # importance needs the dependency graph again: rebuilt lazily
+    clone._rankings.clear()
+    clone._scores.clear()  # importance needs the dependency graph again: rebuilt lazily
     assert clone.resolve(keep)[0].tolist() == net.resolve(keep)[0].tolist()
 
 

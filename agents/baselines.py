@@ -1,0 +1,139 @@
+"""Non-learning baselines every RL pruning result should be compared against.
+
+- ``uniform``: the same fraction of channels kept in every group (the largest that fits).
+- ``global_magnitude``: one importance threshold across the whole network (scores are
+  group-normalised), so unimportant channels go first wherever they are.
+- ``random_search``: random per-group ratios scaled into the budget, best validation
+  accuracy of ``trials`` candidates (a strong baseline for small search spaces).
+
+All three work on a :class:`prune_gym.PrunableNetwork` and meet the budget exactly as the
+environments price it, so their numbers sit in the same table as an agent's.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from prune_gym.errors import InvalidArgumentError
+from prune_gym.evaluate import Evaluator
+from prune_gym.network import PrunableNetwork
+
+BASELINES = ("uniform", "global_magnitude", "random_search")
+
+
+@dataclass
+class BaselineResult:
+    """One baseline's pruned state and how it scores."""
+
+    method: str
+    keep: list[int]
+    macs_ratio: float
+    params_ratio: float
+    val_accuracy: float
+    evaluations: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_budget(net: PrunableNetwork, budget: float, constraint: str = "macs") -> int:
+    """The metric limit for ``budget``; raise if it is out of (0, 1] or unreachable."""
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget <= 1:
+        raise InvalidArgumentError(f"budget={budget!r} must be the fraction of the original "
+                                   f"{constraint} to keep, in (0, 1]")
+    smallest = net.min_ratio(constraint)
+    if budget < smallest:
+        raise InvalidArgumentError(
+            f"budget={budget} cannot be reached: with every group at one channel the network "
+            f"keeps {smallest:.4f} of its {constraint}; use budget >= {math.ceil(smallest * 1e4) / 1e4}")
+    return math.floor(budget * net.metric([g.size for g in net.groups], constraint))
+
+
+def _scaled(net: PrunableNetwork, fractions: np.ndarray, scale: float) -> list[int]:
+    return [max(1, min(g.size, int(math.floor(g.size * f * scale)))) for g, f in
+            zip(net.groups, fractions)]
+
+
+def _largest_scale(net, fractions, limit, constraint, iters: int = 30) -> list[int]:
+    """Largest scale of ``fractions`` whose keep state fits ``limit`` (metric is monotone)."""
+    lo, hi = 0.0, 1.0 / max(float(np.min(fractions)), 1e-9)
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        if net.metric(_scaled(net, fractions, mid), constraint) <= limit:
+            lo = mid
+        else:
+            hi = mid
+    return _scaled(net, fractions, lo)
+
+
+def uniform(net: PrunableNetwork, budget: float, constraint: str = "macs") -> list[int]:
+    """Keep the same (largest feasible) fraction of every group."""
+    limit = check_budget(net, budget, constraint)
+    return _largest_scale(net, np.ones(len(net.groups)), limit, constraint)
+
+
+def global_magnitude(net: PrunableNetwork, budget: float, constraint: str = "macs",
+                     importance: str | None = None) -> list[int]:
+    """Drop the globally least important channels until the budget holds."""
+    limit = check_budget(net, budget, constraint)
+    scores = [net.scores(i, importance) for i in range(len(net.groups))]
+    thresholds = np.unique(np.concatenate(scores))
+
+    def keep_at(t: float) -> list[int]:
+        return [max(1, int((s >= t).sum())) for s in scores]
+
+    lo, hi = 0, len(thresholds) - 1  # smallest threshold index whose state fits
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if net.metric(keep_at(thresholds[mid]), constraint, importance) <= limit:
+            hi = mid
+        else:
+            lo = mid + 1
+    keep = keep_at(thresholds[lo])
+    if net.metric(keep, constraint, importance) > limit:  # all thresholds too loose
+        keep = [1] * len(net.groups)
+    return keep
+
+
+def random_search(net: PrunableNetwork, evaluator: Evaluator, budget: float,
+                  constraint: str = "macs", trials: int = 20, seed: int = 0) -> list[int]:
+    """Best of ``trials`` random per-group ratio vectors, each scaled into the budget."""
+    if not isinstance(trials, int) or trials < 1:
+        raise InvalidArgumentError(f"trials={trials!r} must be a positive integer")
+    limit = check_budget(net, budget, constraint)
+    rng = np.random.default_rng(seed)
+    best, best_acc = None, -1.0
+    for _ in range(trials):
+        keep = _largest_scale(net, rng.uniform(0.2, 1.0, len(net.groups)), limit, constraint)
+        accuracy = evaluator.evaluate_keep(net, keep).accuracy
+        if accuracy > best_acc:
+            best, best_acc = keep, accuracy
+    return best
+
+
+def run_baselines(net: PrunableNetwork, evaluator: Evaluator, budget: float,
+                  constraint: str = "macs", trials: int = 20, seed: int = 0,
+                  methods: tuple[str, ...] = BASELINES) -> list[BaselineResult]:
+    """Run each baseline and score its state on the evaluator's validation data."""
+    unknown = [m for m in methods if m not in BASELINES]
+    if unknown:
+        raise InvalidArgumentError(f"methods={unknown} are not baselines; choose from "
+                                   f"{', '.join(BASELINES)}")
+    full = [g.size for g in net.groups]
+    results = []
+    for method in methods:
+        before = evaluator.evaluations
+        if method == "uniform":
+            keep = uniform(net, budget, constraint)
+        elif method == "global_magnitude":
+            keep = global_magnitude(net, budget, constraint)
+        else:
+            keep = random_search(net, evaluator, budget, constraint, trials, seed)
+        accuracy = evaluator.evaluate_keep(net, keep).accuracy
+        results.append(BaselineResult(
+            method, [int(k) for k in keep], net.macs(keep) / net.macs(full),
+            net.params(keep) / net.params(full), accuracy, evaluator.evaluations - before))
+    return results
