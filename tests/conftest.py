@@ -7,6 +7,7 @@ cleanly when it is absent.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -44,13 +45,18 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
-def cifar_cache(request: pytest.FixtureRequest) -> Path:
+def cifar_cache(request: pytest.FixtureRequest, tmp_path_factory) -> Path:
     """A cache dir for the decoded CIFAR-10 JPEG arrays that survives between test runs.
 
-    Decoding 60k JPEGs takes a while once; pytest's own cache folder keeps the result so
-    later runs load it in about a second.
+    Decoding 60k JPEGs takes ~25 s once; ``$PRUNE_GYM_CACHE`` or else pytest's own cache
+    folder keeps the result, so later runs load it in about a second.
     """
-    return Path(request.config.cache.mkdir("prune_gym_cifar10"))
+    if os.environ.get("PRUNE_GYM_CACHE"):
+        return Path(os.environ["PRUNE_GYM_CACHE"]).expanduser()
+    cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
+    if cache is not None:
+        return Path(cache.mkdir("prune_gym_cifar10"))
+    return tmp_path_factory.mktemp("prune_gym_cifar10")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
