@@ -46,9 +46,10 @@ def check_budget(net: PrunableNetwork, budget: float, constraint: str = "macs") 
                                    f"{constraint} to keep, in (0, 1]")
     smallest = net.min_ratio(constraint)
     if budget < smallest:
+        reachable = math.ceil(smallest * 1e4) / 1e4
         raise InvalidArgumentError(
             f"budget={budget} cannot be reached: with every group at one channel the network "
-            f"keeps {smallest:.4f} of its {constraint}; use budget >= {math.ceil(smallest * 1e4) / 1e4}")
+            f"keeps {smallest:.4f} of its {constraint}; use budget >= {reachable}")
     return math.floor(budget * net.metric([g.size for g in net.groups], constraint))
 
 
