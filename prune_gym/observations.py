@@ -1,0 +1,373 @@
+"""Observations: the network graph with per-node pruning state, in two encodings.
+
+One internal graph (:mod:`prune_gym.topology`), two encodings:
+
+* ``mode="padded"`` (default, what SB3 and vector envs need): a ``Dict`` of fixed-size
+  arrays whose shapes depend only on the network (or on ``max_nodes``/``max_edges``, so one
+  agent can see several networks). Keys and dtypes:
+
+  - ``node_features`` float32 ``(N, F)`` in [0, 1]: see :data:`NODE_FEATURES`;
+  - ``edge_index`` int16 (int32 beyond 32,767 nodes) ``(2, E)``: source and target node;
+  - ``edge_type`` int8 ``(E,)``: index into :data:`prune_gym.topology.EDGE_TYPES`
+    (0 plain, 1 skip/residual, 2 concat input);
+  - ``node_mask`` / ``edge_mask`` int8: 1 for real nodes/edges, 0 for padding (always at
+    the end, padded edges point at node 0);
+  - ``block`` int16 ``(N,)``: repeated-motif id (residual block ...), -1 outside blocks;
+  - ``globals`` float32 ``(4,)`` in [-1, 1]: :data:`GLOBAL_FEATURES`, kept separate from
+    the node features (clipped);
+  - plus the env's ``extra_spaces`` entries, verbatim.
+
+* ``mode="graph"``: ``gymnasium.spaces.Graph`` whose node features are ``node_features``
+  followed by the global features broadcast to every node (``F + 4`` columns; globals in
+  [-1, 1]) and whose edges are the edge types (``Discrete(3)``). Block ids are static and
+  available as ``encoder.topology.block``. With ``extra_spaces`` the space is
+  ``Dict({"graph": Graph, **extra_spaces})``.
+
+Everything static is computed once; :meth:`ObservationEncoder.encode` is a handful of
+vectorised numpy operations (a matrix product of channel ownership by pruned fractions),
+so that an environment step costs little more than its evaluation forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.spaces import GraphInstance
+
+from prune_gym.errors import InvalidArgumentError
+from prune_gym.topology import EDGE_TYPES, OP_TYPES
+
+NUM_GLOBAL_FEATURES = 4
+GLOBAL_FEATURES = ("budget", "remaining_budget", "step_fraction", "metric_ratio")
+STATIC_FEATURES = (
+    "in_channels",  # original, log2(1 + c) / 16
+    "out_channels",
+    "kernel",  # 1 - 1/k (1x1 -> 0, 3x3 -> 0.67)
+    "stride",  # 1 - 1/s (spatial down-sampling of the node)
+    "spatial",  # log2(1 + H*W) / log2(1 + input H*W)
+    "macs_share",  # node MACs / network MACs (original)
+    "params_share",  # node parameters / network parameters (original)
+    "weight_mean_abs",  # mean |w| / max over nodes of the same op type
+    "weight_dispersion",  # cv / (1 + cv) of per-output-channel L1 norms
+    "depth",  # longest path from the input / longest path overall
+    "group_id",  # (index in net.groups + 1) / len(net.groups); 0: no prunable group
+)
+DYNAMIC_FEATURES = (
+    "in_channels_now",  # current, log2(1 + c) / 16
+    "out_channels_now",
+    "kept_in",  # fraction of the input channels kept
+    "kept_out",  # fraction of the output channels kept
+    "macs_share_now",  # current node MACs / original network MACs
+    "params_share_now",
+    "decided_in",  # 1 if the group being decided owns input channels of this node
+    "decided_out",  # 1 if it owns output channels of this node
+)
+NODE_FEATURES: tuple[str, ...] = (tuple(f"op_{t}" for t in OP_TYPES) + STATIC_FEATURES
+                                  + DYNAMIC_FEATURES)
+NUM_NODE_FEATURES = len(NODE_FEATURES)
+DECIDED_OUT = NODE_FEATURES.index("decided_out")
+PADDED_KEYS = ("node_features", "edge_index", "edge_type", "node_mask", "edge_mask", "block",
+               "globals")
+_CHANNEL_SCALE = 16.0
+_DYNAMIC = slice(NUM_NODE_FEATURES - len(DYNAMIC_FEATURES), NUM_NODE_FEATURES)
+
+
+def _log_channels(c: np.ndarray) -> np.ndarray:
+    return np.log2(1.0 + c) / _CHANNEL_SCALE
+
+
+def _size(value, name: str, least: int) -> int:
+    if value is None:
+        return least
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+        raise InvalidArgumentError(
+            f"{name}={value!r} is too small for this network: it has {least} "
+            f"{name.split('_')[1]}; pass an integer >= {least} (or None for exactly {least})")
+    return int(value)
+
+
+class ObservationEncoder:
+    """Turns a keep state of ``net`` into an observation of :attr:`space`.
+
+    Args:
+        net: the :class:`~prune_gym.network.PrunableNetwork` observed.
+        mode: ``"padded"`` (SB3-ready ``Dict`` of fixed-size arrays) or ``"graph"``
+            (``gymnasium.spaces.Graph``); see the module docstring.
+        extra_spaces: env-specific entries merged verbatim into the ``Dict``.
+        max_nodes: pad node arrays to this many nodes (default: exactly the network's).
+        max_edges: pad edge arrays to this many edges (default: exactly the network's).
+
+    Raises:
+        InvalidArgumentError: unknown ``mode``, ``max_nodes``/``max_edges`` smaller than the
+            network, or ``extra_spaces`` that are not spaces or reuse a reserved key.
+    """
+
+    def __init__(self, net, *, mode: str = "padded",
+                 extra_spaces: dict[str, spaces.Space] | None = None,
+                 max_nodes: int | None = None, max_edges: int | None = None):
+        if mode not in ("padded", "graph"):
+            raise InvalidArgumentError(f"mode={mode!r} is not an observation mode; use "
+                                       "'padded' (Dict of fixed-size arrays) or 'graph'")
+        extra = dict(extra_spaces or {})
+        reserved = set(PADDED_KEYS) if mode == "padded" else {"graph"}
+        for key, space in extra.items():
+            if not isinstance(space, spaces.Space) or key in reserved:
+                raise InvalidArgumentError(
+                    f"extra_spaces[{key!r}] must be a gymnasium space under a key other than "
+                    f"{sorted(reserved)}; got {type(space).__name__}")
+        topo = net.topology
+        self.net, self.topology, self.mode, self.extra_spaces = net, topo, mode, extra
+        self.num_nodes, self.num_edges = topo.num_nodes, topo.num_edges
+        self.max_nodes = _size(max_nodes, "max_nodes", self.num_nodes)
+        self.max_edges = _size(max_edges, "max_edges", max(self.num_edges, 1))
+        self._prepare(net, topo)
+        self.space = self._make_space()
+
+    # -- static part ----------------------------------------------------------------------
+    def _prepare(self, net, topo) -> None:
+        n, e, big_n = self.num_nodes, self.num_edges, self.max_nodes
+        groups = net.groups
+        self._group_index = np.array([g.index for g in groups], dtype=np.int64)
+        self._group_size = np.array([g.size for g in groups], dtype=np.float64)
+        self._lost = np.zeros(len(net.all_groups), dtype=np.float64)
+        # one product prices input and output channels at once: rows 0..N-1 in, N..2N-1 out
+        self._owner = np.concatenate([topo.in_owner, topo.out_owner]).astype(np.float64)
+        self._chans = np.concatenate([topo.in_channels, topo.out_channels]).astype(np.float64)
+        self._inv_chans = 1.0 / np.maximum(self._chans, 1.0)
+        self._c_in, self._c_out = self._chans[:n], self._chans[n:]
+        # (G_all, N, 2): per group, whether it owns each node's input / output channels
+        self._decided = np.stack([topo.in_owner.T > 0, topo.out_owner.T > 0], 2).astype(
+            np.float32)
+        self._in_scales = topo.in_scales.astype(np.float64)
+        macs = topo.macs / max(topo.base_macs, 1)
+        self._macs = macs
+        self._p_io = topo.params_io / max(topo.base_params, 1)
+        self._p_o = topo.params_o / max(topo.base_params, 1)
+        # parameters of a node that no channel decides (e.g. a scalar) are always kept
+        self._p_fixed = (topo.params - topo.params_io - topo.params_o) / max(topo.base_params, 1)
+
+        feats = np.zeros((big_n, NUM_NODE_FEATURES), dtype=np.float32)
+        feats[np.arange(n), topo.op_type.astype(np.int64)] = 1.0
+        col = len(OP_TYPES)
+        w_norm = np.zeros(n)
+        for t in np.unique(topo.op_type):
+            same = topo.op_type == t
+            top = topo.weight_mean_abs[same].max()
+            w_norm[same] = topo.weight_mean_abs[same] / top if top > 0 else 0.0
+        prunable_id = np.zeros(len(net.all_groups) + 1)
+        prunable_id[self._group_index] = (np.arange(len(groups)) + 1) / max(len(groups), 1)
+        static = [
+            _log_channels(self._c_in), _log_channels(self._c_out),
+            1.0 - 1.0 / np.maximum(topo.kernel, 1), 1.0 - 1.0 / np.maximum(topo.stride, 1),
+            np.log2(1.0 + topo.spatial) / np.log2(1.0 + max(topo.input_spatial, 1)),
+            macs, topo.params / max(topo.base_params, 1), w_norm, topo.weight_dispersion,
+            topo.depth / max(int(topo.depth.max()), 1), prunable_id[topo.out_group],
+        ]
+        feats[:n, col:col + len(static)] = np.clip(np.stack(static, 1), 0.0, 1.0)
+        self._static = feats
+
+        index_dtype = np.int16 if big_n <= np.iinfo(np.int16).max + 1 else np.int32
+        self._index_dtype = index_dtype
+        self._edge_index = np.zeros((2, self.max_edges), dtype=index_dtype)
+        self._edge_index[:, :e] = topo.edge_index
+        self._edge_type = np.zeros(self.max_edges, dtype=np.int8)
+        self._edge_type[:e] = topo.edge_type
+        self._node_mask = np.zeros(big_n, dtype=np.int8)
+        self._node_mask[:n] = 1
+        self._edge_mask = np.zeros(self.max_edges, dtype=np.int8)
+        self._edge_mask[:e] = 1
+        self._block = np.full(big_n, -1, dtype=np.int16 if index_dtype == np.int16 else np.int32)
+        self._block[:n] = topo.block
+        self._graph_links = topo.edge_index.T.astype(np.int64)
+        self._graph_edges = topo.edge_type.astype(np.int64)
+
+    def _make_space(self) -> spaces.Space:
+        big_n, big_e, f = self.max_nodes, self.max_edges, NUM_NODE_FEATURES
+        if self.mode == "graph":
+            low = np.concatenate([np.zeros(f), -np.ones(NUM_GLOBAL_FEATURES)]).astype(np.float32)
+            node_space = spaces.Box(low, np.ones_like(low), dtype=np.float32)
+            graph = spaces.Graph(node_space=node_space, edge_space=spaces.Discrete(len(EDGE_TYPES)))
+            return spaces.Dict({"graph": graph, **self.extra_spaces}) if self.extra_spaces \
+                else graph
+        entries = {
+            "node_features": spaces.Box(0.0, 1.0, (big_n, f), dtype=np.float32),
+            "edge_index": spaces.Box(0, big_n - 1, (2, big_e), dtype=self._index_dtype),
+            "edge_type": spaces.Box(0, len(EDGE_TYPES) - 1, (big_e,), dtype=np.int8),
+            "node_mask": spaces.Box(0, 1, (big_n,), dtype=np.int8),
+            "edge_mask": spaces.Box(0, 1, (big_e,), dtype=np.int8),
+            "block": spaces.Box(-1, big_n - 1, (big_n,), dtype=self._block.dtype),
+            "globals": spaces.Box(-1.0, 1.0, (NUM_GLOBAL_FEATURES,), dtype=np.float32),
+        }
+        return spaces.Dict({**entries, **self.extra_spaces})
+
+    # -- per step -------------------------------------------------------------------------
+    def node_features(self, keep_counts, current_group: int = -1) -> np.ndarray:
+        """``(max_nodes, F)`` float32 node features for a keep state (see :data:`NODE_FEATURES`)."""
+        keep = np.asarray(keep_counts)
+        if keep.shape != self._group_size.shape:
+            raise InvalidArgumentError(
+                f"keep_counts has shape {keep.shape}; expected ({len(self._group_size)},): one "
+                "kept-channel count per prunable group (net.groups)")
+        frac = keep / self._group_size
+        if not (frac.min() > 0 and frac.max() <= 1):
+            raise InvalidArgumentError(
+                "keep_counts must lie in [1, group size] for every group; got "
+                f"{keep.tolist()} for sizes {self._group_size.astype(int).tolist()}")
+        if not -1 <= current_group < len(self._group_size):
+            raise InvalidArgumentError(
+                f"current_group={current_group} must be -1 (none) or an index into net.groups "
+                f"(0..{len(self._group_size) - 1})")
+        n = self.num_nodes
+        lost = self._lost.copy()
+        lost[self._group_index] = 1.0 - frac
+        chans = self._chans - self._owner @ lost  # input then output channels of every node
+        kept = chans * self._inv_chans
+        kept_in, kept_out = kept[:n], kept[n:]
+        scale_in = 1.0 + self._in_scales * (kept_in - 1.0)  # kept_in where weights read it
+        feats = self._static.copy()
+        dyn = feats[:n, _DYNAMIC]
+        dyn[:, 0:2] = (np.log2(1.0 + chans) / _CHANNEL_SCALE).reshape(2, n).T
+        dyn[:, 2:4] = kept.reshape(2, n).T
+        dyn[:, 4] = self._macs * kept_out * scale_in
+        dyn[:, 5] = (self._p_io * scale_in + self._p_o) * kept_out + self._p_fixed
+        if current_group >= 0:
+            dyn[:, 6:8] = self._decided[self._group_index[current_group]]
+        np.minimum(np.maximum(dyn, 0.0, out=dyn), 1.0, out=dyn)  # float rounding stays inside
+        return feats
+
+    def encode(self, keep_counts, *, current_group: int = -1, global_features,
+               extras: dict[str, np.ndarray] | None = None):
+        """The observation of a keep state.
+
+        Args:
+            keep_counts: kept channels per prunable group (``net.groups`` order); excluded
+                groups are always full.
+            current_group: index into ``net.groups`` of the group decided this step, or -1.
+            global_features: the :data:`NUM_GLOBAL_FEATURES` values of
+                :data:`GLOBAL_FEATURES`; clipped to [-1, 1].
+            extras: one array per ``extra_spaces`` key, merged verbatim.
+
+        Returns:
+            A member of :attr:`space` (a dict of arrays, a ``GraphInstance``, or a dict
+            holding ``"graph"``).
+        """
+        glob = np.array(global_features, dtype=np.float32)
+        if glob.shape != (NUM_GLOBAL_FEATURES,) or not np.isfinite(glob).all():
+            raise InvalidArgumentError(
+                f"global_features must be {NUM_GLOBAL_FEATURES} finite numbers "
+                f"({', '.join(GLOBAL_FEATURES)}); got {glob.tolist()}")
+        np.minimum(np.maximum(glob, -1.0, out=glob), 1.0, out=glob)
+        extras = extras or {}
+        if extras.keys() != self.extra_spaces.keys():
+            raise InvalidArgumentError(
+                f"extras has keys {sorted(extras)}; the encoder was built with extra_spaces "
+                f"{sorted(self.extra_spaces)}: pass exactly one array for each")
+        feats = self.node_features(keep_counts, current_group)
+        if self.mode == "graph":
+            nodes = np.concatenate(
+                [feats[: self.num_nodes], np.broadcast_to(glob, (self.num_nodes, glob.size))], 1)
+            graph = GraphInstance(nodes, self._graph_edges.copy(), self._graph_links.copy())
+            return {"graph": graph, **extras} if self.extra_spaces else graph
+        return {"node_features": feats, "edge_index": self._edge_index.copy(),
+                "edge_type": self._edge_type.copy(), "node_mask": self._node_mask.copy(),
+                "edge_mask": self._edge_mask.copy(), "block": self._block.copy(),
+                "globals": glob, **extras}
+
+
+def _tensor(value) -> torch.Tensor:
+    return value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
+
+
+def _graph_to_pyg(graph: GraphInstance):
+    from torch_geometric.data import Batch
+
+    x = _tensor(graph.nodes).float()
+    links = _tensor(graph.edge_links).long().reshape(-1, 2)
+    types = _tensor(graph.edges).long().reshape(-1)
+    n = torch.tensor([0, x.shape[0]])
+    data = Batch(x=x, edge_index=links.T.contiguous(), edge_type=types,
+                 edge_attr=torch.nn.functional.one_hot(types, len(EDGE_TYPES)).float(),
+                 batch=torch.zeros(x.shape[0], dtype=torch.long), ptr=n)
+    data._num_graphs = 1
+    return data
+
+
+def to_pyg(obs):
+    """A ``torch_geometric`` Batch from a padded observation, single or batched.
+
+    Accepts one observation (dict of numpy arrays), a batch exactly as SB3 hands it to a
+    features extractor (dict of float tensors with a leading batch dim), or a graph-mode
+    ``GraphInstance`` (or a dict holding one under ``"graph"``). No Python loop runs over
+    the batch: masked nodes and edges are selected with ``nonzero`` and renumbered with a
+    cumulative sum, so the cost does not grow with Python overhead per graph.
+
+    The Batch carries ``x`` (node features), ``edge_index`` (long), ``edge_type`` (long,
+    index into ``EDGE_TYPES``), ``edge_attr`` (its one-hot, float), ``batch``, ``ptr``,
+    ``block`` (per-graph block id, -1 outside blocks), ``block_id`` (a cluster index unique
+    over (graph, block), outside-block nodes of a graph forming one cluster) with
+    ``block_batch`` (the graph of each cluster), ``globals`` (``(B, 4)``), ``current``
+    (bool: the node's output channels are being decided) and ``current_node`` (per graph,
+    the local index of its first such node, -1 if none). ``get_example(i)`` and
+    ``to_data_list()`` work for the per-graph attributes.
+    """
+    from torch_geometric.data import Batch
+
+    if isinstance(obs, GraphInstance):
+        return _graph_to_pyg(obs)
+    if isinstance(obs, Mapping) and isinstance(obs.get("graph"), GraphInstance):
+        return _graph_to_pyg(obs["graph"])
+    missing = [k for k in PADDED_KEYS if k not in obs]
+    if missing:
+        raise InvalidArgumentError(f"obs lacks {missing}: to_pyg needs a padded observation "
+                                   f"(keys {list(PADDED_KEYS)}) or a GraphInstance")
+    x = _tensor(obs["node_features"])
+    single = x.dim() == 2
+
+    def get(key: str) -> torch.Tensor:
+        value = _tensor(obs[key]).to(x.device)
+        return value.unsqueeze(0) if single else value
+
+    def as_long(key: str) -> torch.Tensor:
+        value = get(key)
+        return value.round().long() if value.is_floating_point() else value.long()
+
+    x = get("node_features").float()
+    node_mask, edge_mask = get("node_mask") > 0.5, get("edge_mask") > 0.5
+    edge_index, edge_type, block = as_long("edge_index"), as_long("edge_type"), as_long("block")
+    num_graphs, width = node_mask.shape
+    new_id = node_mask.reshape(-1).long().cumsum(0).view(num_graphs, width) - 1
+    graph_of_node, node = node_mask.nonzero(as_tuple=True)
+    graph_of_edge, edge = edge_mask.nonzero(as_tuple=True)
+    src = new_id[graph_of_edge, edge_index[graph_of_edge, 0, edge]]
+    dst = new_id[graph_of_edge, edge_index[graph_of_edge, 1, edge]]
+    zero = torch.zeros(1, dtype=torch.long, device=x.device)
+    ptr = torch.cat([zero, node_mask.sum(1).cumsum(0)])
+    eptr = torch.cat([zero, edge_mask.sum(1).cumsum(0)])
+    types = edge_type[graph_of_edge, edge]
+    blocks = block[graph_of_node, node]
+    feats = x[graph_of_node, node]
+    current = feats[:, DECIDED_OUT] > 0.5 if feats.shape[1] == NUM_NODE_FEATURES else \
+        torch.zeros(len(feats), dtype=torch.bool, device=x.device)
+    local = torch.arange(len(feats), device=x.device) - ptr[graph_of_node]
+    current_node = torch.full((num_graphs,), -1, dtype=torch.long, device=x.device)
+    current_node.scatter_reduce_(0, graph_of_node[current], local[current], "amin",
+                                 include_self=False)
+    span = int(blocks.max()) + 2 if len(blocks) else 1
+    clusters, block_id = torch.unique(graph_of_node * span + blocks + 1, return_inverse=True)
+    batch = Batch(x=feats, edge_index=torch.stack([src, dst]), edge_type=types,
+                  edge_attr=torch.nn.functional.one_hot(types, len(EDGE_TYPES)).float(),
+                  batch=graph_of_node, ptr=ptr, block=blocks, block_id=block_id,
+                  block_batch=clusters // span, globals=get("globals").float(),
+                  current=current, current_node=current_node)
+    batch._num_graphs = num_graphs
+    per_graph = torch.arange(num_graphs + 1, device=x.device)
+    none = torch.zeros(num_graphs, dtype=torch.long, device=x.device)
+    batch._slice_dict = {"x": ptr, "edge_index": eptr, "edge_type": eptr, "edge_attr": eptr,
+                         "block": ptr, "current": ptr, "globals": per_graph,
+                         "current_node": per_graph}
+    batch._inc_dict = {"x": none, "edge_index": ptr[:-1], "edge_type": none, "edge_attr": none,
+                       "block": none, "current": none, "globals": none, "current_node": none}
+    return batch
