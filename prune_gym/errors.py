@@ -37,3 +37,7 @@ class TaskError(PruneGymError):
 
 class EnvStateError(PruneGymError, RuntimeError):
     """An environment was used out of order (step before reset, step after the episode ended)."""
+
+
+class MissingDependencyError(PruneGymError, ImportError):
+    """An optional dependency (torchvision, for one) is needed for what was asked."""

@@ -25,7 +25,7 @@ from prune_gym.data.splits import (
     build_splits,
     choose_indices,
 )
-from prune_gym.errors import DataError, PruneGymError
+from prune_gym.errors import DataError, MissingDependencyError
 
 __all__ = ["load_cifar_pickle", "load_torchvision_dataset"]
 
@@ -184,13 +184,13 @@ def load_torchvision_dataset(
     arrays and normalised like the other loaders; None mean/std are computed from train.
 
     Raises:
-        PruneGymError: torchvision is not installed.
+        MissingDependencyError: torchvision is not installed.
         DataError: Unknown data set name.
     """
     try:
         datasets = importlib.import_module("torchvision.datasets")
     except ImportError as exc:
-        raise PruneGymError(
+        raise MissingDependencyError(
             f"load_torchvision_dataset({name!r}) needs torchvision, which is not installed; "
             "install it with `pip install torchvision`, or use load_image_folder / "
             "load_cifar_pickle / load_cifar10_jpeg, which do not need it"

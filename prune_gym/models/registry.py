@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from prune_gym.errors import InvalidArgumentError, PruneGymError
+from prune_gym.errors import InvalidArgumentError, MissingDependencyError
 from prune_gym.models.cifar_resnet import CifarResNet
 from prune_gym.models.mobilenetv2 import MobileNetV2
 from prune_gym.models.small_cnn import DigitsCNN
@@ -54,7 +54,7 @@ def _torchvision_model(name: str, num_classes: int, kw: dict) -> nn.Module:
     try:
         tv_models = importlib.import_module("torchvision.models")
     except ImportError as exc:
-        raise PruneGymError(
+        raise MissingDependencyError(
             f"get_model({TORCHVISION_PREFIX + name!r}) needs torchvision, which is not "
             "installed; install it with `pip install torchvision` (or `pip install "
             "prune-gym[vision]`), or use one of the built-in models: "
@@ -85,7 +85,7 @@ def get_model(name: str, num_classes: int = 10, **kw) -> nn.Module:
 
     Raises:
         InvalidArgumentError: Unknown name or keyword.
-        PruneGymError: A ``torchvision/`` name was asked for but torchvision is absent.
+        MissingDependencyError: A ``torchvision/`` name was asked for but torchvision is absent.
     """
     if not isinstance(name, str):
         raise InvalidArgumentError(f"name must be a string such as 'resnet20', got {name!r}")
