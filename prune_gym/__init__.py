@@ -2,9 +2,32 @@
 
 from __future__ import annotations
 
+import gymnasium as gym
+
 from prune_gym import errors
 from prune_gym.errors import PruneGymError
 from prune_gym.network import ChannelGroup, PrunableNetwork
 
-__all__ = ["ChannelGroup", "PrunableNetwork", "PruneGymError", "errors"]
+__all__ = ["ChannelGroup", "ChannelMaskEnv", "DNNGraphEnv", "LayerRatioEnv", "PrunableNetwork",
+           "PruneGymError", "errors", "to_pyg"]
 __version__ = "0.1.0"
+
+# The environments check the order of reset/step themselves (raising EnvStateError, a
+# PruneGymError), so Gymnasium's OrderEnforcing wrapper, which raises its own error first,
+# is left out.
+for _id, _cls in (("LayerRatio-v0", "LayerRatioEnv"), ("DNNGraph-v0", "DNNGraphEnv"),
+                  ("ChannelMask-v0", "ChannelMaskEnv")):
+    if _id not in gym.registry:
+        gym.register(id=_id, entry_point=f"prune_gym.envs:{_cls}", order_enforce=False)
+
+_LAZY = {"LayerRatioEnv": "prune_gym.envs", "DNNGraphEnv": "prune_gym.envs",
+         "ChannelMaskEnv": "prune_gym.envs", "to_pyg": "prune_gym.observations"}
+
+
+def __getattr__(name: str):
+    """Import the environments and ``to_pyg`` on first use: they pull in torch-geometric."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'prune_gym' has no attribute {name!r}")

@@ -1,0 +1,327 @@
+"""Shared constrained-MDP machinery of the three pruning environments.
+
+The environments differ only in what an action means (a ratio for one group, ratios for
+all groups, channel bits for one group). Everything else is common and lives here: turning
+constructor arguments into an engine (:mod:`prune_gym.envs.problem`), pricing a keep state
+in closed form, the cost signal, end-of-episode evaluation and reward, observations,
+``info``, input checks, rendering and export. A step therefore costs a closed-form price,
+an observation encoding and, when an episode ends, one masked evaluation: nothing is
+copied or re-traced.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from prune_gym.envs.finetune import FineTuner
+from prune_gym.envs.problem import DEFAULT_TASK, build_problem
+from prune_gym.errors import EnvStateError, InvalidArgumentError
+from prune_gym.importance import check_criterion
+from prune_gym.observations import NUM_GLOBAL_FEATURES, ObservationEncoder
+from prune_gym.rewards import make_reward
+
+CONSTRAINTS = ("macs", "params")
+CONSTRAINT_MODES = ("cmdp", "project")
+OBS_MODES = ("padded", "graph")
+
+
+def _choice(value, allowed: tuple[str, ...], argument: str) -> str:
+    if value not in allowed:
+        raise InvalidArgumentError(f"{argument}={value!r} is not supported; choose one of "
+                                   f"{', '.join(allowed)}")
+    return value
+
+
+def _count(value, argument: str, minimum: int = 0, allow_none: bool = False) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise InvalidArgumentError(f"{argument} must be an integer >= {minimum}; got {value!r}")
+    return int(value)
+
+
+class PruneEnv(gym.Env):
+    """Base class: a pruning episode over a :class:`~prune_gym.network.PrunableNetwork`.
+
+    Subclasses define the action space and :meth:`_apply`; see the concrete environments
+    for the documented arguments, all of which this constructor takes.
+    """
+
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+    env_id = ""
+
+    def __init__(self, model=DEFAULT_TASK, *, val_data=None, example_inputs=None,
+                 budget: float | None = None, constraint: str = "macs",
+                 constraint_mode: str = "cmdp", reward: str = "accuracy",
+                 importance: str = "l1", train_data=None, eval_samples: int | None = None,
+                 eval_batch_size: int = 500, bn_recalibration: int = 0,
+                 finetune_steps: int = 0, finetune_lr: float = 0.01,
+                 finetune_batch_size: int = 64, evaluate=None, eval_cache: int = 4096,
+                 obs_mode: str = "padded", render_mode: str | None = None,
+                 seed: int | None = None):
+        self.constraint = _choice(constraint, CONSTRAINTS, "constraint")
+        self.constraint_mode = _choice(constraint_mode, CONSTRAINT_MODES, "constraint_mode")
+        self.obs_mode = _choice(obs_mode, OBS_MODES, "obs_mode")
+        if render_mode is not None:
+            _choice(render_mode, tuple(self.metadata["render_modes"]), "render_mode")
+        self.render_mode = render_mode
+        self.importance = check_criterion(importance)
+        self._reward = make_reward(reward)
+        self.reward_name = reward
+        self._seed = _count(seed, "seed", allow_none=True)
+        finetune_steps = _count(finetune_steps, "finetune_steps")
+        _count(eval_cache, "eval_cache")
+        _count(eval_samples, "eval_samples", 1, allow_none=True)
+        _count(eval_batch_size, "eval_batch_size", 1)
+        if not (isinstance(finetune_lr, (int, float)) and finetune_lr > 0):
+            raise InvalidArgumentError(f"finetune_lr must be a positive number; got "
+                                       f"{finetune_lr!r}")
+        problem = build_problem(
+            model, val_data=val_data, example_inputs=example_inputs, budget=budget,
+            importance=self.importance, train_data=train_data, eval_samples=eval_samples,
+            eval_batch_size=eval_batch_size, bn_recalibration=bn_recalibration,
+            evaluate=evaluate, eval_cache=eval_cache,
+            calibration_batch=finetune_batch_size, seed=self._seed or 0)
+        self.net = problem.net
+        self.evaluator = problem.evaluator
+        self.budget = problem.budget
+        self.task = problem.task
+        self._finetune = None
+        if finetune_steps:
+            if problem.train is None:
+                raise InvalidArgumentError("finetune_steps > 0 needs train_data (or a task "
+                                           "name as model=) to fine-tune on")
+            self._finetune = FineTuner(problem.train, finetune_steps, float(finetune_lr),
+                                       _count(finetune_batch_size, "finetune_batch_size", 1),
+                                       self._seed or 0)
+        self.sizes = np.array([g.size for g in self.net.groups], dtype=np.int64)
+        self.num_groups = len(self.sizes)
+        base = self.net.base_macs if self.constraint == "macs" else self.net.base_params
+        self._base_metric = int(base)
+        self._limit = self.budget * base
+        self._check_reachable()
+        self.encoder = ObservationEncoder(self.net, mode=self.obs_mode,
+                                          extra_spaces=self._extra_spaces() or None)
+        self.observation_space = self.encoder.space
+        self.action_space = self._make_action_space()
+        self._started = False
+        self._done = True
+        self._t = 0
+        self._state: dict[str, Any] = {}
+        self._last_eval: dict[str, float] = {}
+
+    # -- subclass hooks ---------------------------------------------------------------------
+    def _make_action_space(self) -> gym.spaces.Space:
+        raise NotImplementedError
+
+    def _floor_counts(self) -> np.ndarray:
+        """Smallest keep count per group that this environment's actions can reach."""
+        return np.ones(self.num_groups, dtype=np.int64)
+
+    def _start(self) -> None:
+        """Put the keep state back to the full network."""
+        raise NotImplementedError
+
+    def _counts(self) -> np.ndarray:
+        """Channels kept per group now."""
+        raise NotImplementedError
+
+    def _keep_arg(self):
+        """The keep state as the engine takes it (counts, or masks)."""
+        return self._counts().tolist()
+
+    def _apply(self, action: np.ndarray) -> tuple[bool, bool]:
+        """Apply a checked action; return ``(terminated, truncated)``."""
+        raise NotImplementedError
+
+    def _validate(self, action: np.ndarray) -> np.ndarray:
+        """Check an action's values (shape and dtype are checked already)."""
+        return action
+
+    def _current_group(self) -> int:
+        return -1
+
+    def _step_fraction(self) -> float:
+        raise NotImplementedError
+
+    def _extra_spaces(self) -> dict[str, gym.spaces.Box]:
+        return {}
+
+    def _extras(self) -> dict[str, np.ndarray] | None:
+        return None
+
+    # -- pricing and the constraint ---------------------------------------------------------
+    def _metric(self, keep) -> int:
+        """The constrained metric (MACs or params) of a keep state, in closed form."""
+        if self.constraint == "macs":
+            return self.net.macs(keep, self.importance)
+        return self.net.params(keep, self.importance)
+
+    def _fits(self, keep) -> bool:
+        return self._metric(keep) <= self._limit
+
+    def _check_reachable(self) -> None:
+        floor = self._floor_counts().tolist()
+        smallest = self._metric(floor) / self._base_metric
+        if smallest > self.budget:
+            raise InvalidArgumentError(
+                f"budget={self.budget} cannot be reached: with every group at the minimum "
+                f"{self.env_id} allows, the network keeps {smallest:.4f} of its original "
+                f"{self.constraint}; choose budget >= {smallest:.4f}")
+
+    def _price(self) -> None:
+        """Price the current state once; observation, info and render read the result."""
+        keep = self._keep_arg()
+        macs = self.net.macs(keep, self.importance)
+        params = self.net.params(keep, self.importance)
+        metric = macs if self.constraint == "macs" else params
+        self._state = {
+            "macs": int(macs), "params": int(params),
+            "macs_ratio": macs / self.net.base_macs,
+            "params_ratio": params / self.net.base_params,
+            "ratio": metric / self._base_metric,
+            "feasible": bool(metric <= self._limit),
+            # (metric - limit) is exactly > 0 whenever the constraint is violated
+            "violation": max(0.0, float(metric - self._limit) / self._limit),
+        }
+
+    # -- observation, info ------------------------------------------------------------------
+    def _observation(self):
+        ratio = self._state["ratio"]
+        # remaining budget: what may still be spent, negative while over budget
+        globals_ = np.array([self.budget, self.budget - min(1.0, ratio), self._step_fraction(),
+                             min(1.0, ratio)], dtype=np.float32)
+        assert len(globals_) == NUM_GLOBAL_FEATURES
+        return self.encoder.encode(self._counts(), current_group=self._current_group(),
+                                   global_features=globals_, extras=self._extras())
+
+    def _info(self, final: bool) -> dict[str, Any]:
+        s = self._state
+        info = {
+            "cost": s["violation"] if final else 0.0,
+            "violation": s["violation"],
+            "feasible": s["feasible"],
+            "macs": s["macs"], "params": s["params"],
+            "macs_ratio": s["macs_ratio"], "params_ratio": s["params_ratio"],
+            "keep": [int(k) for k in self._counts()],
+            "step": self._t,
+            "evaluations": self.evaluator.evaluations,
+        }
+        if final:
+            info.update(self._last_eval)
+        return info
+
+    # -- Gymnasium API ----------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """Start an episode from the unpruned network.
+
+        Options:
+            reset_reward: clear the self-competition record.
+        """
+        if seed is None and not self._started and self._seed is not None:
+            seed = self._seed
+        super().reset(seed=seed)
+        if options and options.get("reset_reward"):
+            self._reward.reset_state()
+        self._start()
+        self._t = 0
+        self._started = True
+        self._done = False
+        self._last_eval = {}
+        self._price()
+        return self._observation(), self._info(final=False)
+
+    def _check_action(self, action) -> np.ndarray:
+        if not self._started:
+            raise EnvStateError(f"{self.env_id}: step() called before reset(); call "
+                                "env.reset() first")
+        if self._done:
+            raise EnvStateError(f"{self.env_id}: step() called after the episode ended "
+                                "(terminated or truncated); call env.reset() first")
+        try:
+            arr = np.asarray(action)
+        except Exception as exc:  # noqa: BLE001 - ragged lists and the like
+            raise InvalidArgumentError(f"action cannot be read as an array ({exc})") from exc
+        if arr.dtype.kind not in "biuf":
+            raise InvalidArgumentError(f"action has dtype {arr.dtype}; {self.env_id} expects "
+                                       f"numbers for {self.action_space}")
+        if arr.shape != self.action_space.shape:
+            raise InvalidArgumentError(f"action has shape {arr.shape}; {self.env_id} expects "
+                                       f"shape {self.action_space.shape} ({self.action_space})")
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise InvalidArgumentError(f"action contains NaN or inf: {arr.tolist()}")
+        return self._validate(arr)
+
+    def step(self, action):
+        """Apply one action; evaluate and pay reward and cost when the episode ends."""
+        arr = self._check_action(action)
+        terminated, truncated = self._apply(arr)
+        self._t += 1
+        self._price()
+        final = terminated or truncated
+        reward = 0.0
+        if final:
+            self._done = True
+            reward = self._finish()
+        return self._observation(), reward, terminated, truncated, self._info(final)
+
+    def _evaluate(self, keep, importance: str | None = None):
+        importance = importance or self.importance
+        if self._finetune is not None:
+            return self._finetune.evaluate(self.net, self.evaluator, keep, importance)
+        return self.evaluator.evaluate_keep(self.net, keep, importance)
+
+    def evaluate_state(self, keep, importance: str | None = None) -> float:
+        """Accuracy of any keep state, evaluated exactly as an episode's end is (cached)."""
+        return float(self._evaluate(keep, importance).accuracy)
+
+    def _finish(self) -> float:
+        """Evaluate the final state once and score it."""
+        result = self._evaluate(self._keep_arg())
+        self._last_eval = {"accuracy": float(result.accuracy)}
+        if not np.isnan(result.loss):
+            self._last_eval["loss"] = float(result.loss)
+        return float(self._reward(result.accuracy, self._state["macs"],
+                                  self._state["feasible"]))
+
+    def render(self) -> str | None:
+        """``"ansi"``: a per-group table of the current state (None without a render mode)."""
+        if self.render_mode != "ansi":
+            return None
+        if not self._state:
+            return f"{self.env_id}: not reset yet"
+        s, counts, cur = self._state, self._counts(), self._current_group()
+        lines = [f"{self.env_id}  step {self._t}  {self.constraint} budget {self.budget:.3f}  "
+                 f"macs {s['macs_ratio']:.3f}  params {s['params_ratio']:.3f}  "
+                 f"{'feasible' if s['feasible'] else 'INFEASIBLE'}",
+                 f"   {'#':>3}  {'group':<28} {'size':>5} {'kept':>5} {'kept%':>6}"]
+        for i, g in enumerate(self.net.groups):
+            mark = ">" if i == cur else " "
+            lines.append(f"{mark}  {i:>3}  {g.name[:28]:<28} {g.size:>5} {counts[i]:>5} "
+                         f"{100 * counts[i] / g.size:>5.1f}%")
+        if "accuracy" in self._last_eval:
+            lines.append(f"accuracy {self._last_eval['accuracy']:.4f}")
+        return "\n".join(lines) + "\n"
+
+    def export(self):
+        """The physically pruned ``nn.Module`` of the current state (a new model)."""
+        if not self._started:
+            raise EnvStateError(f"{self.env_id}: export() needs a state; call reset() first")
+        return self.net.export(self._keep_arg(), self.importance)
+
+    @property
+    def keep(self) -> list[int]:
+        """Channels kept per group now."""
+        return [int(k) for k in self._counts()]
+
+    def keep_state(self) -> list:
+        """The current keep state exactly as the engine takes it, in plain Python: counts
+        (the ratio environments, channels chosen by ``importance``) or, for ChannelMask,
+        the kept channel indices of each group. ``net.macs(env.keep_state(),
+        env.importance)`` re-prices it."""
+        keep = self._keep_arg()
+        return [np.flatnonzero(k).tolist() if isinstance(k, np.ndarray) and k.dtype == bool
+                else int(k) for k in keep]

@@ -1,0 +1,129 @@
+"""DNNGraph-v0: prune every group at once, repeatedly, reading the network as a graph
+(GNN-RL's framing)."""
+
+from __future__ import annotations
+
+import numpy as np
+from gymnasium import spaces
+
+from prune_gym.envs.base import PruneEnv, _count
+from prune_gym.envs.layer_ratio import action_to_ratio, check_max_ratio, kept_after
+from prune_gym.envs.problem import DEFAULT_TASK
+from prune_gym.errors import InvalidArgumentError
+
+
+class DNNGraphEnv(PruneEnv):
+    """Prune a CNN by choosing a prune ratio for every channel group at once, step by step.
+
+    ## Description
+    The framing of GNN-RL (Yu et al., ICML 2022): the network is a graph, and one action
+    prunes all of it. Each step prunes every prunable channel group (coupled channels found
+    by dependency analysis) by its own fraction *of what remains*, in order of the
+    ``importance`` criterion; the graph observation is rebuilt from the new state. The
+    episode ends as soon as the pruned network meets the MACs/params budget, or after
+    ``max_steps``. A constrained MDP: the reward scores the network, ``info["cost"]`` the
+    budget violation.
+
+    ## Action Space
+    ``Box(-1, 1, (G,), float32)`` for ``G`` prunable groups. Entry ``a_i`` prunes the fraction
+    ``(a_i + 1) / 2 * max_ratio`` of group ``i``'s remaining channels (rounded half up; a
+    group always keeps at least one channel).
+
+    ## Observation Space
+    With ``obs_mode="padded"`` (default), a ``Dict`` of fixed-size arrays describing the
+    network as a graph (nodes = layers and ops, edges = data flow): ``node_features``,
+    ``edge_index``, ``edge_type``, ``node_mask``, ``edge_mask``, ``block`` (repeated motifs,
+    for multi-stage GNNs) and ``globals`` (budget, remaining budget = budget - current metric
+    ratio, step fraction ``step / max_steps``, current metric ratio; in [-1, 1]). With
+    ``obs_mode="graph"``, a ``gymnasium.spaces.Graph``. ``prune_gym.to_pyg`` turns either
+    into a PyG batch.
+
+    ## Rewards
+    0 on intermediate steps. When the episode ends (terminated or truncated) the network is
+    evaluated and scored by ``reward``: ``"accuracy"`` (default), ``"acc_log_macs"``
+    (``-(1 - accuracy) * log(MACs)``) or ``"self_competition"`` (accuracy minus the best
+    feasible accuracy seen so far). The cost, ``max(0, metric / (budget * original) - 1)``,
+    is paid on the last step (0 before): 0 on termination, the violation on truncation.
+
+    ## Starting State
+    The unpruned network. The dynamics are deterministic.
+
+    ## Episode End
+    Terminated when the constraint holds. Truncated after ``max_steps`` steps otherwise,
+    with the violation as cost. With ``constraint_mode="project"`` the last step is projected
+    onto the budget (every group shrunk by a common factor until the constraint holds), so
+    episodes always terminate.
+
+    ## Arguments
+    - ``model``, ``val_data``, ``train_data``, ``example_inputs``, ``budget``,
+      ``constraint``, ``constraint_mode``, ``reward``, ``importance``, evaluation options
+      (``eval_samples``, ``eval_batch_size``, ``bn_recalibration``, ``finetune_steps``,
+      ``finetune_lr``, ``finetune_batch_size``, ``evaluate``, ``eval_cache``), ``obs_mode``,
+      ``render_mode`` (``"ansi"``), ``seed``: as for ``LayerRatio-v0``. ``model`` defaults
+      to the embedded ``"digits-cnn-v0"`` task, so ``gym.make("DNNGraph-v0")`` works as is.
+    - ``max_steps``: steps before truncation (default 5).
+    - ``max_ratio``: the largest fraction of a group's remaining channels one step prunes
+      (default 0.8).
+
+    All arguments are fixed for the life of the environment, so its spaces never change.
+
+    ## Version History
+    - v0: initial release.
+    """
+
+    env_id = "DNNGraph-v0"
+
+    def __init__(self, model=DEFAULT_TASK, *, max_steps: int = 5, max_ratio: float = 0.8,
+                 **kwargs):
+        self.max_steps = _count(max_steps, "max_steps", 1)
+        self.max_ratio = check_max_ratio(max_ratio)
+        super().__init__(model, **kwargs)
+
+    def _make_action_space(self) -> spaces.Box:
+        return spaces.Box(-1.0, 1.0, shape=(self.num_groups,), dtype=np.float32)
+
+    def _floor_counts(self) -> np.ndarray:
+        if self.constraint_mode == "project":
+            return np.ones(self.num_groups, dtype=np.int64)
+        kept = self.sizes.copy()
+        for _ in range(self.max_steps):
+            kept = kept_after(kept, self.max_ratio)
+        return kept
+
+    def _start(self) -> None:
+        self._k = self.sizes.copy()
+
+    def _counts(self) -> np.ndarray:
+        return self._k
+
+    def _validate(self, action: np.ndarray) -> np.ndarray:
+        if np.any(np.abs(action) > 1.0 + 1e-6):
+            raise InvalidArgumentError(f"action has entries outside the action space [-1, 1]: "
+                                       f"{action[np.abs(action) > 1.0 + 1e-6].tolist()}")
+        return np.clip(action, -1.0, 1.0)
+
+    def _step_fraction(self) -> float:
+        return min(1.0, self._t / self.max_steps)
+
+    def _project(self, kept: np.ndarray) -> np.ndarray:
+        """Shrink every group by the largest common factor that meets the budget."""
+        def shrunk(f: float) -> np.ndarray:
+            return np.clip(np.floor(kept * f).astype(np.int64), 1, kept)
+
+        lo, hi = 0.0, 1.0  # shrunk(0) keeps one channel per group: reachable by construction
+        for _ in range(30):
+            mid = 0.5 * (lo + hi)
+            if self._fits(shrunk(mid).tolist()):
+                lo = mid
+            else:
+                hi = mid
+        return shrunk(lo)
+
+    def _apply(self, action: np.ndarray) -> tuple[bool, bool]:
+        self._k = kept_after(self._k, action_to_ratio(action, self.max_ratio))
+        feasible = self._fits(self._k.tolist())
+        last = self._t + 1 >= self.max_steps
+        if not feasible and last and self.constraint_mode == "project":
+            self._k = self._project(self._k)
+            feasible = True
+        return feasible, last and not feasible

@@ -1,0 +1,161 @@
+"""LayerRatio-v0: one prune ratio per channel group, in forward order (AMC's framing)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from gymnasium import spaces
+
+from prune_gym.envs.base import PruneEnv
+from prune_gym.envs.problem import DEFAULT_TASK
+from prune_gym.errors import InvalidArgumentError
+
+
+def check_max_ratio(max_ratio) -> float:
+    """``max_ratio`` as a float in (0, 1], or an error naming it."""
+    if isinstance(max_ratio, bool) or not isinstance(max_ratio, (int, float, np.floating)) \
+            or not (math.isfinite(max_ratio) and 0.0 < max_ratio <= 1.0):
+        raise InvalidArgumentError(f"max_ratio must be a number in (0, 1] (the largest "
+                                   f"fraction of a group pruned by one action); got {max_ratio!r}")
+    return float(max_ratio)
+
+
+def action_to_ratio(action, max_ratio: float):
+    """Map actions in [-1, 1] linearly onto prune ratios in [0, max_ratio]."""
+    return (np.asarray(action, dtype=np.float64) + 1.0) * 0.5 * max_ratio
+
+
+def kept_after(channels, ratio) -> np.ndarray:
+    """Channels left after pruning ``ratio`` of ``channels`` (rounded half up, at least 1)."""
+    channels = np.asarray(channels, dtype=np.int64)
+    kept = np.floor(channels * (1.0 - np.asarray(ratio)) + 0.5).astype(np.int64)
+    return np.clip(kept, 1, channels)
+
+
+class LayerRatioEnv(PruneEnv):
+    """Prune a CNN one channel group at a time by choosing each group's prune ratio.
+
+    ## Description
+    The sequential framing of AMC (He et al., ECCV 2018) and of Malik et al.'s
+    constrained-RL pruning: the agent visits the network's prunable channel groups (sets of
+    coupled channels, found by dependency analysis) in forward order and decides, for each,
+    which fraction of its channels to remove. Channels are removed in order of the
+    ``importance`` criterion. The network is evaluated once, when every group has been
+    decided. The environment is a constrained MDP: the reward scores the pruned network and
+    ``info["cost"]`` reports how far it exceeds the MACs/params budget.
+
+    ## Action Space
+    ``Box(-1, 1, (1,), float32)``. An action ``a`` prunes the fraction
+    ``(a + 1) / 2 * max_ratio`` of the current group's channels: -1 keeps all of them, 1
+    prunes ``max_ratio`` of them. The kept count is rounded half up and never below 1. With
+    ``constraint_mode="project"`` the action is clipped (AMC's action wall) so that the budget
+    stays reachable if every later group is pruned by ``max_ratio``.
+
+    ## Observation Space
+    With ``obs_mode="padded"`` (default), a ``Dict`` of fixed-size arrays describing the
+    network as a graph (nodes = layers and ops, edges = data flow): ``node_features``,
+    ``edge_index``, ``edge_type``, ``node_mask``, ``edge_mask``, ``block`` and ``globals``
+    (budget, remaining budget = budget - current metric ratio, step fraction, current
+    metric ratio; in [-1, 1]). Node features include each layer's kept fraction and which node
+    is being decided. With ``obs_mode="graph"``, a ``gymnasium.spaces.Graph``. See
+    :mod:`prune_gym.observations`; ``prune_gym.to_pyg`` turns either into a PyG batch.
+
+    ## Rewards
+    0 on every step but the last. On the last step, the pruned network is evaluated on the
+    validation subset and scored by ``reward``: ``"accuracy"`` (top-1 in [0, 1]),
+    ``"acc_log_macs"`` (AMC's ``-(1 - accuracy) * log(MACs)``) or ``"self_competition"``
+    (accuracy minus the best feasible accuracy seen so far). The cost,
+    ``max(0, metric / (budget * original metric) - 1)``, is paid on the last step too (0 on
+    earlier steps); it is 0 exactly when the constraint holds.
+
+    ## Starting State
+    The unpruned network; the first group to decide is the first in forward order. There is
+    no randomness in the dynamics: ``reset(seed=...)`` only seeds ``np_random``.
+
+    ## Episode End
+    Terminated after one step per prunable group. Never truncated.
+
+    ## Arguments
+    - ``model``: an ``nn.Module`` (deep-copied, never modified), a zero-argument factory, a
+      task name (default ``"digits-cnn-v0"``, which brings its own data and budget), or a
+      :class:`~prune_gym.network.PrunableNetwork`.
+    - ``val_data``: ``(x, y)`` tensors or a DataLoader of validation data held out of
+      training (a task provides it). ``train_data``: training data for BatchNorm
+      recalibration, fine-tuning and Taylor importance (a task provides it).
+    - ``example_inputs``: one input batch for analysis and MAC counting (default: the first
+      validation sample, batch 1).
+    - ``budget``: fraction of the original metric to keep, in (0, 1] (default: the task's,
+      else 0.5). ``constraint``: ``"macs"`` (default) or ``"params"``. ``constraint_mode``:
+      ``"cmdp"`` (default) or ``"project"``.
+    - ``max_ratio``: the largest fraction of a group one action prunes (default 0.8, AMC's).
+    - ``reward``: ``"accuracy"`` (default), ``"acc_log_macs"``, ``"self_competition"``.
+    - ``importance``: channel order, ``"l1"`` (default), ``"l2"``, ``"taylor"``,
+      ``"bn_scale"``, ``"random"``.
+    - ``eval_samples`` (validation subset size), ``eval_batch_size``, ``bn_recalibration``
+      (training batches to re-estimate BatchNorm on), ``finetune_steps``, ``finetune_lr``,
+      ``finetune_batch_size`` (a short SGD fine-tune of a pruned copy before evaluation),
+      ``evaluate`` (a callable ``fn(model) -> float`` replacing accuracy), ``eval_cache``.
+    - ``obs_mode``: ``"padded"`` (default) or ``"graph"``. ``render_mode``: ``"ansi"``.
+    - ``seed``: seeds the first ``reset()``, the ``random`` criterion and fine-tuning.
+
+    All arguments are fixed for the life of the environment, so its spaces never change.
+
+    ## Version History
+    - v0: initial release.
+    """
+
+    env_id = "LayerRatio-v0"
+
+    def __init__(self, model=DEFAULT_TASK, *, max_ratio: float = 0.8, **kwargs):
+        self.max_ratio = check_max_ratio(max_ratio)
+        super().__init__(model, **kwargs)
+
+    def _make_action_space(self) -> spaces.Box:
+        return spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
+
+    def _floor_counts(self) -> np.ndarray:
+        return kept_after(self.sizes, self.max_ratio)
+
+    def _start(self) -> None:
+        self._k = self.sizes.copy()
+
+    def _counts(self) -> np.ndarray:
+        return self._k
+
+    def _validate(self, action: np.ndarray) -> np.ndarray:
+        if not -1.0 - 1e-6 <= float(action[0]) <= 1.0 + 1e-6:
+            raise InvalidArgumentError(f"action {action.tolist()} is outside the action space "
+                                       "[-1, 1]")
+        return np.clip(action, -1.0, 1.0)
+
+    def _current_group(self) -> int:
+        return self._t if self._t < self.num_groups else -1
+
+    def _step_fraction(self) -> float:
+        return self._t / self.num_groups
+
+    def _wall(self, t: int, wanted: int) -> int:
+        """The largest count <= ``wanted`` for group ``t`` that keeps the budget reachable."""
+        trial = self._k.copy()
+        trial[t + 1:] = self._floor_counts()[t + 1:]
+        lo, hi = int(kept_after(self.sizes[t], self.max_ratio)), int(wanted)
+        trial[t] = hi
+        if self._fits(trial.tolist()):
+            return hi
+        while lo < hi:  # the metric grows with the count: bisect for the last fitting one
+            mid = (lo + hi + 1) // 2
+            trial[t] = mid
+            if self._fits(trial.tolist()):
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    def _apply(self, action: np.ndarray) -> tuple[bool, bool]:
+        t = self._t
+        kept = int(kept_after(self.sizes[t], action_to_ratio(action[0], self.max_ratio)))
+        if self.constraint_mode == "project":
+            kept = self._wall(t, kept)
+        self._k[t] = kept
+        return t + 1 == self.num_groups, False
