@@ -104,9 +104,11 @@ class Evaluator:
         if fn is not None and not callable(fn):
             raise InvalidArgumentError(f"evaluate must be a callable fn(model) -> float; "
                                        f"got {type(fn).__name__}")
-        for name, value in (("batch_size", batch_size), ("max_samples", max_samples or 1),
-                            ("num_threads", num_threads or 1)):
-            if not isinstance(value, int) or value < 1:
+        for name, value in (("batch_size", batch_size), ("max_samples", max_samples),
+                            ("num_threads", num_threads)):
+            if value is None and name != "batch_size":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidArgumentError(f"{name} must be a positive integer; got {value!r}")
         if not isinstance(bn_recalibration, int) or bn_recalibration < 0:
             raise InvalidArgumentError(f"bn_recalibration must be a number of batches >= 0; "

@@ -348,11 +348,11 @@ class PrunableNetwork:
             by_root = {}
             for tg in tp_groups:
                 by_root[(self._names.get(tg[0].dep.target.module), len(tg[0].idxs))] = tg
-            self._tp_groups = []
-            for g in self.all_groups:
-                match = [tg for (root, n), tg in by_root.items()
-                         if n == g.size and root in g.layers]
-                self._tp_groups.append(match[0])
+            # a group is found again by its root layer, which is one of its "out" members
+            self._tp_groups = [
+                next(tg for (root, n), tg in by_root.items() if n == g.size and root in
+                     {m.module for m in g.members if m.kind == "out"})
+                for g in self.all_groups]
         return self._tp_groups
 
     @property
@@ -361,7 +361,6 @@ class PrunableNetwork:
         if self._topology is None:
             from prune_gym.topology import build_topology
 
-            self._dependency_groups()
             self._topology = build_topology(self)
         return self._topology
 

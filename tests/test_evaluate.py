@@ -62,6 +62,14 @@ def test_bn_recalibration_changes_result_but_not_the_model(model, data):
     assert all(m.momentum == 0.1 for m in model.modules() if isinstance(m, nn.BatchNorm2d))
 
 
+def test_num_threads_applies_during_evaluation_only(model, data):
+    before = torch.get_num_threads()
+    seen = []
+    Evaluator(fn=lambda m: seen.append(torch.get_num_threads()) or 1.0,
+              num_threads=1).evaluate(model)
+    assert seen == [1] and torch.get_num_threads() == before
+
+
 def test_user_callable_replaces_accuracy(model, data):
     seen = []
     result = Evaluator(fn=lambda m: seen.append(m) or 0.25).evaluate(model)
@@ -106,6 +114,8 @@ def test_check_model_catches_data_that_does_not_fit(model, data):
     (dict(val_data=None), DataError, "val_data"),
     (dict(val_data="nonsense"), DataError, "val_data"),
     (dict(batch_size=0), InvalidArgumentError, "batch_size"),
+    (dict(max_samples=0), InvalidArgumentError, "max_samples"),
+    (dict(num_threads=0), InvalidArgumentError, "num_threads"),
     (dict(bn_recalibration=2), InvalidArgumentError, "train_data"),
     (dict(bn_recalibration=-1), InvalidArgumentError, "bn_recalibration"),
     (dict(fn="not callable"), InvalidArgumentError, "callable"),
