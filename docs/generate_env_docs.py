@@ -22,6 +22,30 @@ from prune_gym.envs import ENV_IDS, PruneEnv  # noqa: E402
 
 OUT = ROOT / "docs" / "envs"
 
+NOTES = """## Common to all three
+
+- Constrained MDP: `info["cost"]` = `max(0, metric / (budget * original) - 1)`, paid on the
+  last step of an episode (0 before), 0 exactly when the constraint holds; `info` also
+  carries `violation` (the same quantity for the current state, every step), `feasible`,
+  `macs`, `params`, `macs_ratio`, `params_ratio`, `keep` (channels kept per group), `step`,
+  `evaluations` and, when the episode ends, `accuracy` (and `loss`).
+- `env.unwrapped.export()` returns the physically pruned model of the current state;
+  `env.unwrapped.keep_state()` the exact state (re-priced by `net.macs(state, importance)`).
+- `prune_gym.wrappers`: `SafetyGymnasiumAdapter` (6-tuple with cost), `CostPenalty`,
+  `EpisodeRecorder` (CSV per episode) with `validate_records` to replay and check it.
+
+## Vector environments
+
+- `gymnasium.vector.AsyncVectorEnv`: pass `context="forkserver"` (or `"spawn"`). With the
+  default `fork`, workers hang once the parent has run torch with more than one thread
+  (torch's OpenMP pool does not survive `fork`); alternatively call
+  `torch.set_num_threads(1)` first thing in each env factory.
+- SB3 `SubprocVecEnv` uses `forkserver` by default and works as is; `DummyVecEnv` too.
+  sb3-contrib's MaskablePPO reads `action_masks()` from `ChannelMask-v0` in either.
+- `obs_mode="graph"` (`gymnasium.spaces.Graph`) is for custom agents: SB3 and
+  shared-memory vector environments need the default `obs_mode="padded"`.
+"""
+
 
 def _markdown(text: str) -> str:
     """RST inline markup of the docstrings as markdown: ``x`` -> `x`, :role:`~a.b` -> `b`."""
@@ -77,7 +101,7 @@ def render_index() -> str:
     for env_id, cls in ENV_IDS.items():
         summary = inspect.cleandoc(cls.__doc__ or "").split("\n\n")[0].replace("\n", " ")
         lines.append(f"| [{env_id}]({env_id}.md) | {summary} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + ["", NOTES]) + "\n"
 
 
 def render_all() -> dict[str, str]:
