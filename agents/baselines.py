@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from prune_gym.cost import check_budget
 from prune_gym.errors import InvalidArgumentError
 from prune_gym.evaluate import Evaluator
 from prune_gym.network import PrunableNetwork
@@ -39,11 +40,9 @@ class BaselineResult:
         return asdict(self)
 
 
-def check_budget(net: PrunableNetwork, budget: float, constraint: str = "macs") -> int:
+def budget_limit(net: PrunableNetwork, budget: float, constraint: str = "macs") -> int:
     """The metric limit for ``budget``; raise if it is out of (0, 1] or unreachable."""
-    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget <= 1:
-        raise InvalidArgumentError(f"budget={budget!r} must be the fraction of the original "
-                                   f"{constraint} to keep, in (0, 1]")
+    budget = check_budget(budget)
     smallest = net.min_ratio(constraint)
     if budget < smallest:
         reachable = math.ceil(smallest * 1e4) / 1e4
@@ -72,14 +71,14 @@ def _largest_scale(net, fractions, limit, constraint, iters: int = 30) -> list[i
 
 def uniform(net: PrunableNetwork, budget: float, constraint: str = "macs") -> list[int]:
     """Keep the same (largest feasible) fraction of every group."""
-    limit = check_budget(net, budget, constraint)
+    limit = budget_limit(net, budget, constraint)
     return _largest_scale(net, np.ones(len(net.groups)), limit, constraint)
 
 
 def global_magnitude(net: PrunableNetwork, budget: float, constraint: str = "macs",
                      importance: str | None = None) -> list[int]:
     """Drop the globally least important channels until the budget holds."""
-    limit = check_budget(net, budget, constraint)
+    limit = budget_limit(net, budget, constraint)
     scores = [net.scores(i, importance) for i in range(len(net.groups))]
     thresholds = np.unique(np.concatenate(scores))
 
@@ -104,7 +103,7 @@ def random_search(net: PrunableNetwork, evaluator: Evaluator, budget: float,
     """Best of ``trials`` random per-group ratio vectors, each scaled into the budget."""
     if not isinstance(trials, int) or trials < 1:
         raise InvalidArgumentError(f"trials={trials!r} must be a positive integer")
-    limit = check_budget(net, budget, constraint)
+    limit = budget_limit(net, budget, constraint)
     rng = np.random.default_rng(seed)
     best, best_acc = None, -1.0
     for _ in range(trials):

@@ -12,9 +12,24 @@ verification checks it on every analysed network.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from prune_gym.errors import InvalidArgumentError
+
+
+def check_budget(budget, argument: str = "budget") -> float:
+    """``budget`` (the fraction of the original MACs/params to keep) as a float in (0, 1]."""
+    if isinstance(budget, bool) or not isinstance(budget, (int, float, np.integer, np.floating)):
+        raise InvalidArgumentError(f"{argument} must be a number in (0, 1] (the fraction of the "
+                                   f"original MACs/params to keep); got {budget!r}")
+    budget = float(budget)
+    if not (math.isfinite(budget) and 0.0 < budget <= 1.0):
+        raise InvalidArgumentError(f"{argument}={budget} is outside (0, 1]: it is the fraction "
+                                   "of the original MACs/params to keep, e.g. 0.5")
+    return budget
 
 
 @dataclass(frozen=True)

@@ -140,12 +140,15 @@ class Evaluator:
         if self.x is None:
             return
         x = self.x[: min(len(self.x), self.batch_size)]
+        was_training = model.training
         with torch.inference_mode():
             try:
                 out = model.eval()(x)
             except Exception as exc:  # noqa: BLE001
                 raise DataError(f"val_data inputs of shape {tuple(x.shape[1:])} do not fit the "
                                 f"model ({type(exc).__name__}: {exc})") from exc
+            finally:
+                model.train(was_training)
         if out.dim() != 2:
             raise DataError(f"the model outputs shape {tuple(out.shape)} on val_data; "
                             "expected (batch, num_classes) logits")

@@ -334,7 +334,7 @@ class PrunableNetwork:
         if constraint not in CONSTRAINTS:
             raise InvalidArgumentError(f"constraint={constraint!r} is not known; choose one "
                                        f"of {', '.join(CONSTRAINTS)}")
-        return self._price(keep, importance, getattr(self.cost, constraint))
+        return self._price(self._check_keep(keep), importance, getattr(self.cost, constraint))
 
     def min_ratio(self, constraint: str = "macs") -> float:
         """Smallest fraction of the original metric reachable (one channel per group)."""
@@ -439,8 +439,8 @@ class PrunableNetwork:
             full[g.index] = m
         return full
 
-    def _price(self, keep, importance, metric) -> int:
-        entries = self._check_keep(keep)
+    def _price(self, entries: list, importance, metric) -> int:
+        """Price checked keep ``entries`` with ``metric`` (``self.cost.macs`` or ``.params``)."""
         if all(isinstance(k, (int, np.integer)) for k in entries):
             counts = [g.size for g in self.all_groups]
             for g, k in zip(self.groups, entries):
@@ -455,13 +455,19 @@ class PrunableNetwork:
             return metric(counts=counts, prefix=prefix)
         return metric(masks=self._all_masks(self.masks(entries, importance)))
 
+    def price(self, keep, importance: str | None = None) -> tuple[int, int]:
+        """``(macs(keep), params(keep))``, checking the keep state once."""
+        entries = self._check_keep(keep)
+        return (self._price(entries, importance, self.cost.macs),
+                self._price(entries, importance, self.cost.params))
+
     def macs(self, keep, importance: str | None = None) -> int:
         """MACs of one forward of ``example_inputs`` under ``keep`` (closed form)."""
-        return self._price(keep, importance, self.cost.macs)
+        return self._price(self._check_keep(keep), importance, self.cost.macs)
 
     def params(self, keep, importance: str | None = None) -> int:
         """Parameter count of the model pruned to ``keep`` (closed form)."""
-        return self._price(keep, importance, self.cost.params)
+        return self._price(self._check_keep(keep), importance, self.cost.params)
 
     # -- applying a keep state ------------------------------------------------------------
     @torch.no_grad()

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from prune_gym.cost import check_budget
 from prune_gym.data import DataSplits, default_cache_dir, load_cifar10_jpeg, load_digits
 from prune_gym.errors import InvalidArgumentError, TaskError
 from prune_gym.models import (
@@ -129,14 +130,6 @@ def make_task(name: str, **overrides: Any) -> Task:
     return factory(**overrides)
 
 
-def _check_budget(budget: float) -> float:
-    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget <= 1:
-        raise InvalidArgumentError(
-            f"budget={budget!r} must be a fraction of the original MACs to keep, in (0, 1]"
-        )
-    return float(budget)
-
-
 def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> float:
     model.eval()
     correct = 0
@@ -222,7 +215,7 @@ def _digits_cnn_v0(
 ) -> Task:
     """digits-cnn-v0: train (or load cached) weights for ``seed``; ``retrain`` ignores the cache."""
     name = "digits-cnn-v0"
-    budget = _check_budget(budget)
+    budget = check_budget(budget)
     data = load_digits(seed=seed)
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = root / "tasks" / name / f"seed{seed}.pt"
@@ -294,7 +287,7 @@ def _cifar10_resnet(name: str, depth: int) -> Callable[..., Task]:
         into ``cache_dir``. The full training split is ~600 MB as float32: pass
         ``max_train`` if only a subset is needed.
         """
-        budget = _check_budget(budget)
+        budget = check_budget(budget)
         folder = data_dir if data_dir is not None else os.environ.get(DATA_ENV) or None
         folder = Path(folder) if folder is not None else None
         if folder is not None and not folder.is_dir():

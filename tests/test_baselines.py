@@ -8,7 +8,7 @@ import warnings
 import pytest
 import torch
 
-from agents.baselines import check_budget, global_magnitude, random_search, run_baselines, uniform
+from agents.baselines import budget_limit, global_magnitude, random_search, run_baselines, uniform
 from prune_gym import PrunableNetwork
 from prune_gym.cli import main
 from prune_gym.errors import InvalidArgumentError
@@ -61,11 +61,11 @@ def test_random_search_picks_the_best_candidate(net):
 
 
 def test_bad_budgets_and_methods(net):
-    for budget in (0, 1.5, -0.1, True, "half"):
+    for budget in (0, 1.5, -0.1, True, "half", float("nan")):
         with pytest.raises(InvalidArgumentError, match="budget"):
-            check_budget(net, budget)
+            budget_limit(net, budget)
     with pytest.raises(InvalidArgumentError, match=r"cannot be reached.*budget >="):
-        check_budget(net, 0.01)
+        budget_limit(net, 0.01)
     with pytest.raises(InvalidArgumentError, match="constraint"):
         uniform(net, 0.5, "latency")
     with pytest.raises(InvalidArgumentError, match="baselines"):

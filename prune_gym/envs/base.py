@@ -20,10 +20,10 @@ from prune_gym.envs.finetune import FineTuner
 from prune_gym.envs.problem import DEFAULT_TASK, build_problem
 from prune_gym.errors import EnvStateError, InvalidArgumentError
 from prune_gym.importance import check_criterion
+from prune_gym.network import CONSTRAINTS
 from prune_gym.observations import NUM_GLOBAL_FEATURES, ObservationEncoder
 from prune_gym.rewards import make_reward
 
-CONSTRAINTS = ("macs", "params")
 CONSTRAINT_MODES = ("cmdp", "project")
 OBS_MODES = ("padded", "graph")
 
@@ -156,9 +156,7 @@ class PruneEnv(gym.Env):
     # -- pricing and the constraint ---------------------------------------------------------
     def _metric(self, keep) -> int:
         """The constrained metric (MACs or params) of a keep state, in closed form."""
-        if self.constraint == "macs":
-            return self.net.macs(keep, self.importance)
-        return self.net.params(keep, self.importance)
+        return self.net.metric(keep, self.constraint, self.importance)
 
     def _fits(self, keep) -> bool:
         return self._metric(keep) <= self._limit
@@ -174,9 +172,7 @@ class PruneEnv(gym.Env):
 
     def _price(self) -> None:
         """Price the current state once; observation, info and render read the result."""
-        keep = self._keep_arg()
-        macs = self.net.macs(keep, self.importance)
-        params = self.net.params(keep, self.importance)
+        macs, params = self.net.price(self._keep_arg(), self.importance)
         metric = macs if self.constraint == "macs" else params
         self._state = {
             "macs": int(macs), "params": int(params),

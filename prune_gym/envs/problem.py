@@ -9,14 +9,13 @@ identical and their error messages the same.
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 
+from prune_gym.cost import check_budget
 from prune_gym.errors import DataError, InvalidArgumentError, TaskError
 from prune_gym.evaluate import Evaluator, as_tensors
 from prune_gym.network import PrunableNetwork, warn_excluded
@@ -62,18 +61,6 @@ def _task_part(task, name: str):
         if holder is not None and hasattr(holder, name):
             return getattr(holder, name)
     return None
-
-
-def check_budget(budget) -> float:
-    """``budget`` as a float in (0, 1], or an error naming it."""
-    if isinstance(budget, bool) or not isinstance(budget, (int, float, np.integer, np.floating)):
-        raise InvalidArgumentError(f"budget must be a number in (0, 1] (the fraction of the "
-                                   f"original MACs/params to keep); got {budget!r}")
-    budget = float(budget)
-    if not (math.isfinite(budget) and 0.0 < budget <= 1.0):
-        raise InvalidArgumentError(f"budget={budget} is outside (0, 1]: it is the fraction of "
-                                   "the original MACs/params to keep, e.g. 0.5")
-    return budget
 
 
 def _resolve_model(model) -> tuple[nn.Module | PrunableNetwork, object | None, str | None]:
