@@ -1,4 +1,4 @@
-"""Agents for prune-gym: baselines now; SB3 feature extractors and algorithms build on them."""
+"""Agents for prune-gym: the baselines, and SB3 algorithms made to fit the environments."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from agents.baselines import (
     run_baselines,
     uniform,
 )
+from agents.recurrent import RecurrentPPO
 
-__all__ = ["BASELINES", "BaselineResult", "global_magnitude", "random_search", "run_baselines",
-           "uniform"]
+__all__ = ["BASELINES", "BaselineResult", "RecurrentPPO", "global_magnitude", "random_search",
+           "run_baselines", "uniform"]

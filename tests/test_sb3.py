@@ -8,14 +8,13 @@ import importlib
 import gymnasium as gym
 import numpy as np
 import pytest
-from sb3_contrib import MaskablePPO, RecurrentPPO
-from sb3_contrib.common.recurrent.buffers import RecurrentDictRolloutBuffer
-from sb3_contrib.ppo_recurrent import ppo_recurrent
+from sb3_contrib import MaskablePPO
 from stable_baselines3 import A2C, DDPG, PPO, SAC, TD3
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
 import prune_gym  # noqa: F401 - registers the environments
+from agents.recurrent import RecurrentPPO
 from prune_gym import PrunableNetwork
 from prune_gym.tasks import make_task
 
@@ -81,21 +80,10 @@ def test_off_policy(make, env_id, algo) -> None:
     assert_trained(model, env)
 
 
-class FloatActionBuffer(RecurrentDictRolloutBuffer):
-    """Works around sb3-contrib 2.9: its recurrent buffer keeps MultiBinary actions as int8
-    (SB3 2.9 stores actions in the space's dtype) and hands them uncast to the Bernoulli
-    log-probability, which needs floats. SB3's own buffers cast; this one now does too."""
-
-    def reset(self) -> None:
-        super().reset()
-        self.actions = self.actions.astype(np.float32)
-
-
 @pytest.mark.parametrize("env_id", ENV_IDS)
-def test_recurrent_ppo(make, env_id, monkeypatch) -> None:
+def test_recurrent_ppo(make, env_id) -> None:
+    """agents.recurrent.RecurrentPPO: sb3-contrib's, able to train on MultiBinary actions."""
     env = make(env_id)
-    if isinstance(env.action_space, gym.spaces.MultiBinary):
-        monkeypatch.setattr(ppo_recurrent, "RecurrentDictRolloutBuffer", FloatActionBuffer)
     model = RecurrentPPO("MultiInputLstmPolicy", env, n_steps=32, batch_size=32, n_epochs=1,
                          policy_kwargs={**small(), "lstm_hidden_size": 16}, seed=0, device="cpu")
     model.learn(STEPS)
