@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 import warnings
@@ -24,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from machine_info import describe_machine  # beside this script
 
 from prune_gym import PrunableNetwork
 from prune_gym.evaluate import Evaluator
@@ -31,20 +30,6 @@ from prune_gym.models import get_model
 from prune_gym.network import PruningWarning
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{cpu}, {os.cpu_count()} cores visible, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads), Python {platform.python_version()}, "
-            f"{platform.system()}")
 
 
 def median_time(fn, repeats: int) -> float:
@@ -122,11 +107,11 @@ def main() -> None:
         rows.append(bench(name, factory, shape, args.images, args.repeats))
         print(json.dumps(rows[-1]))
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "engine.json").write_text(json.dumps({"machine": machine(), "rows": rows},
+    (args.out / "engine.json").write_text(json.dumps({"machine": describe_machine(), "rows": rows},
                                                      indent=2))
     lines = [
         "# Engine benchmark", "",
-        f"Machine: {machine()}. Produced by `python benchmarks/engine.py` (medians; "
+        f"Machine: {describe_machine()}. Produced by `python benchmarks/engine.py` (medians; "
         f"{args.repeats} interleaved repeats for the evaluation columns; random images).", "",
         "| model | groups (excluded) | MACs | analysis s | cost call ms | masked apply+restore "
         "ms | export ms | eval 1,000 img s | bare forward s | masked eval / bare |",

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -38,29 +37,16 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from machine_info import describe_machine  # noqa: E402 - beside this script
+
 import prune_gym  # noqa: E402,F401 - registers the environments
-from prune_gym import PrunableNetwork  # noqa: E402
+from prune_gym import ENV_IDS, PrunableNetwork  # noqa: E402
 from prune_gym.errors import TaskError  # noqa: E402
 from prune_gym.network import PruningWarning  # noqa: E402
 from prune_gym.tasks import make_task  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHARED = ROOT.parent / "shared" / "data"
-ENV_IDS = ("LayerRatio-v0", "DNNGraph-v0", "ChannelMask-v0")
-
-
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{cpu}, {os.cpu_count()} cores visible (2-core CPU VM, no GPU), torch "
-            f"{torch.__version__} ({torch.get_num_threads()} threads), Python "
-            f"{platform.python_version()}, {platform.system()}")
 
 
 def rss_mib() -> float:
@@ -236,7 +222,7 @@ def main() -> None:
         write(json.loads((RESULTS / "envs.json").read_text()))
         return
 
-    results = {"machine": machine(), "envs": {}, "vec": [], "memory": [], "skipped": {},
+    results = {"machine": describe_machine(), "envs": {}, "vec": [], "memory": [], "skipped": {},
                "load_before": os.getloadavg()}
     tasks = [("digits-cnn-v0", {})]
     if args.skip_resnet:

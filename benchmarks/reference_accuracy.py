@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -26,27 +25,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from machine_info import describe_machine  # noqa: E402 - beside this script
+
 from prune_gym.data import load_cifar10_jpeg  # noqa: E402
 from prune_gym.models import get_model, load_checkpoint  # noqa: E402
 from prune_gym.models.checkpoints import load_state_dict_file  # noqa: E402
 
 MODELS = (("resnet20", "resnet20-cifar10-akamaster.th"),
           ("resnet56", "resnet56-cifar10-akamaster.th"))
-
-
-def machine() -> str:
-    """One line on where the numbers came from."""
-    cpu = platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{os.cpu_count()}-core CPU VM ({cpu}), {platform.system()}, "
-            f"Python {platform.python_version()}, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads")
 
 
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -114,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {r['model']} | {r['params']:,} | {r['test_images']:,} | "
                      f"{r['top1_jpeg_test']:.2f} | {r['top1_reported_original']:.2f} | "
                      f"{r['eval_seconds']:.1f} |")
-    lines += ["", f"Machine: {machine()}. Eval time is wall-clock at batch 500, indicative "
-              "only (the VM may be shared with other jobs).", ""]
+    lines += ["", f"Machine: {describe_machine()}. Eval time is wall-clock at batch 500, "
+              "indicative only (the VM may be shared with other jobs).", ""]
     (out / "reference_accuracy.md").write_text("\n".join(lines))
     print(f"wrote {out / 'reference_accuracy.md'}")
     return 0

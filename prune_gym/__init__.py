@@ -8,15 +8,16 @@ from prune_gym import errors
 from prune_gym.errors import PruneGymError
 from prune_gym.network import ChannelGroup, PrunableNetwork
 
-__all__ = ["ChannelGroup", "ChannelMaskEnv", "DNNGraphEnv", "LayerRatioEnv", "PrunableNetwork",
-           "PruneGymError", "errors", "to_pyg"]
+__all__ = ["ENV_IDS", "ChannelGroup", "ChannelMaskEnv", "DNNGraphEnv", "LayerRatioEnv",
+           "PrunableNetwork", "PruneGymError", "errors", "to_pyg"]
 __version__ = "0.1.0"
 
 # The environments check the order of reset/step themselves (raising EnvStateError, a
 # PruneGymError), so Gymnasium's OrderEnforcing wrapper, which raises its own error first,
 # is left out.
-for _id, _cls in (("LayerRatio-v0", "LayerRatioEnv"), ("DNNGraph-v0", "DNNGraphEnv"),
-                  ("ChannelMask-v0", "ChannelMaskEnv")):
+ENV_IDS = ("LayerRatio-v0", "DNNGraph-v0", "ChannelMask-v0")
+for _id in ENV_IDS:
+    _cls = _id.split("-")[0] + "Env"
     if _id not in gym.registry:
         gym.register(id=_id, entry_point=f"prune_gym.envs:{_cls}", order_enforce=False)
 

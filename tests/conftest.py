@@ -64,3 +64,37 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "shared_data" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.shared_data)
+
+
+# -- the embedded task, analysed once for the whole run ----------------------------------
+@pytest.fixture(scope="session")
+def task():
+    """The embedded ``digits-cnn-v0`` task (trained on first use, then cached)."""
+    from prune_gym.tasks import make_task
+
+    return make_task("digits-cnn-v0")
+
+
+@pytest.fixture(scope="session")
+def net(task):
+    """Its analysed network (topology included); every env built from it gets a private
+    copy, which is much faster than analysing again."""
+    from prune_gym import PrunableNetwork
+
+    net = PrunableNetwork(task.model, task.example_inputs)
+    net.topology  # noqa: B018 - built now so that the copies carry it
+    return net
+
+
+@pytest.fixture(scope="session")
+def make(task, net):
+    """``make(env_id, **kwargs)``: an environment on the embedded task's network."""
+    import gymnasium as gym
+
+    def _make(env_id: str, **kwargs) -> gym.Env:
+        kwargs.setdefault("model", net)
+        kwargs.setdefault("val_data", task.val_data)
+        kwargs.setdefault("train_data", task.data.train.as_tuple())
+        return gym.make(env_id, **kwargs)
+
+    return _make

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import prune_gym  # noqa: F401 - registers the environments
-from prune_gym import PrunableNetwork
+from prune_gym import ENV_IDS
 from prune_gym.errors import (
     DataError,
     EnvStateError,
@@ -19,21 +19,7 @@ from prune_gym.errors import (
     PruneGymError,
     TaskError,
 )
-from prune_gym.tasks import list_tasks, make_task
-
-ENV_IDS = ("LayerRatio-v0", "DNNGraph-v0", "ChannelMask-v0")
-
-
-@pytest.fixture(scope="module")
-def task():
-    return make_task("digits-cnn-v0")
-
-
-@pytest.fixture(scope="module")
-def net(task):
-    net = PrunableNetwork(task.model, task.example_inputs)
-    net.topology  # noqa: B018 - built once, carried by the copies envs make
-    return net
+from prune_gym.tasks import list_tasks
 
 
 @pytest.fixture(scope="module")

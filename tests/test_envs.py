@@ -18,36 +18,10 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import prune_gym
-from prune_gym import PrunableNetwork
-from prune_gym.tasks import make_task
+from prune_gym import ENV_IDS
 from prune_gym.verify import measure
 
-ENV_IDS = ("LayerRatio-v0", "DNNGraph-v0", "ChannelMask-v0")
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def task():
-    return make_task("digits-cnn-v0")
-
-
-@pytest.fixture(scope="module")
-def net(task):
-    """Analysed once (topology included); every env gets a private copy of it, which is
-    much faster than analysing again."""
-    net = PrunableNetwork(task.model, task.example_inputs)
-    net.topology  # noqa: B018 - built now so that the copies carry it
-    return net
-
-
-@pytest.fixture(scope="module")
-def make(task, net):
-    def _make(env_id: str, **kwargs) -> gym.Env:
-        kwargs.setdefault("model", net)
-        kwargs.setdefault("val_data", task.val_data)
-        kwargs.setdefault("train_data", task.data.train.as_tuple())
-        return gym.make(env_id, **kwargs)
-    return _make
 
 
 def run_episode(env: gym.Env, policy=None, seed: int | None = None):

@@ -15,10 +15,8 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
 import prune_gym  # noqa: F401 - registers the environments
 from agents.recurrent import RecurrentPPO
-from prune_gym import PrunableNetwork
-from prune_gym.tasks import make_task
+from prune_gym import ENV_IDS
 
-ENV_IDS = ("LayerRatio-v0", "DNNGraph-v0", "ChannelMask-v0")
 BOX_ENVS = ("LayerRatio-v0", "DNNGraph-v0")
 
 
@@ -27,18 +25,6 @@ def small() -> dict:
     return {"net_arch": [32, 32]}
 
 STEPS = 256
-
-
-@pytest.fixture(scope="module")
-def task():
-    return make_task("digits-cnn-v0")
-
-
-@pytest.fixture(scope="module")
-def net(task):
-    net = PrunableNetwork(task.model, task.example_inputs)
-    net.topology  # noqa: B018 - built once, carried by the copies envs make
-    return net
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 
 import prune_gym  # noqa: F401 - registers the environments
-from prune_gym import PrunableNetwork
+from prune_gym import ENV_IDS
 from prune_gym.errors import DataError, InvalidArgumentError
-from prune_gym.tasks import make_task
 from prune_gym.wrappers import (
     CostPenalty,
     EpisodeRecorder,
@@ -21,27 +20,6 @@ from prune_gym.wrappers import (
     load_records,
     validate_records,
 )
-
-ENV_IDS = ("LayerRatio-v0", "DNNGraph-v0", "ChannelMask-v0")
-
-
-@pytest.fixture(scope="module")
-def task():
-    return make_task("digits-cnn-v0")
-
-
-@pytest.fixture(scope="module")
-def net(task):
-    net = PrunableNetwork(task.model, task.example_inputs)
-    net.topology  # noqa: B018 - built once, carried by the copies envs make
-    return net
-
-
-@pytest.fixture(scope="module")
-def make(task, net):
-    def _make(env_id: str, **kwargs) -> gym.Env:
-        return gym.make(env_id, model=net, val_data=task.val_data, **kwargs)
-    return _make
 
 
 def play(env: gym.Env, episodes: int, seed: int = 0) -> list[tuple]:
