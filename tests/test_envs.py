@@ -3,6 +3,7 @@ determinism, pickling, vector environments, export, rendering and evaluation opt
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import math
 import pickle
@@ -281,14 +282,20 @@ def test_export_is_smaller_runs_and_matches_info(make, task, env_id) -> None:
     assert math.isclose(acc, info["accuracy"], abs_tol=1e-9)
 
 
-def test_user_model_is_never_modified(task) -> None:
-    model = task.model
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_user_model_is_never_modified(task, env_id) -> None:
+    """Weights, BatchNorm statistics and the train/eval mode stay as the user left them,
+    through analysis, checks, BN recalibration, fine-tuning, episodes and export."""
+    model = copy.deepcopy(task.model).train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    env = gym.make("ChannelMask-v0", model=model, val_data=task.val_data, budget=0.5)
+    env = gym.make(env_id, model=model, val_data=task.val_data, budget=0.5,
+                   train_data=task.data.train.as_tuple(), bn_recalibration=1,
+                   finetune_steps=2, eval_samples=64)
     run_episode(env, seed=0)
     env.unwrapped.export()
+    assert model.training and all(m.training for m in model.modules())
     for k, v in model.state_dict().items():
-        assert torch.equal(v, before[k])
+        assert torch.equal(v, before[k]), k
 
 
 def test_model_as_factory_and_example_inputs_default(task) -> None:

@@ -129,9 +129,7 @@ def build_problem(model, *, val_data, example_inputs, budget, importance: str,
         net = copy.deepcopy(source)  # a private copy: masking must not race other users
         evaluator.check_model(net.model)
     else:
-        if task is None:  # a user's module: check on a copy, never touch the original
-            source = copy.deepcopy(source)
-        evaluator.check_model(source)
+        evaluator.check_model(source)  # a forward only; the model's mode is put back
         net = PrunableNetwork(source, example_inputs, importance=importance,
                               calibration=calibration, seed=seed)
         warn_excluded(net)
