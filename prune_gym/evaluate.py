@@ -54,6 +54,34 @@ def as_tensors(data, argument: str) -> tuple[torch.Tensor, torch.Tensor]:
     return x.float(), y.long()
 
 
+class KeepCache:
+    """Results remembered by keep state (least recently used dropped first).
+
+    Keyed by the packed kept-channel masks, so a state given as counts, indices or masks
+    hits the same entry.
+    """
+
+    def __init__(self, size: int):
+        self.size = size
+        self._entries: OrderedDict[bytes, EvalResult] = OrderedDict()
+
+    @staticmethod
+    def key(masks: list[np.ndarray]) -> bytes:
+        return np.packbits(np.concatenate(masks)).tobytes() if masks else b""
+
+    def get(self, key: bytes) -> EvalResult | None:
+        hit = self._entries.get(key)
+        if hit is not None:
+            self._entries.move_to_end(key)
+        return hit
+
+    def put(self, key: bytes, result: EvalResult) -> None:
+        if self.size:
+            self._entries[key] = result
+            if len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+
 def _batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in model.modules()
             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
@@ -121,8 +149,7 @@ class Evaluator:
         self.batch_size = batch_size
         self.num_threads = num_threads
         self.bn_recalibration = bn_recalibration
-        self.cache_size = cache_size
-        self._cache: OrderedDict[bytes, EvalResult] = OrderedDict()
+        self._cache = KeepCache(cache_size)
         self.evaluations = 0
         self.x = self.y = None
         if fn is None or val_data is not None:
@@ -206,15 +233,11 @@ class Evaluator:
     def evaluate_keep(self, net, keep, importance: str | None = None) -> EvalResult:
         """Evaluate ``net`` masked to ``keep``, remembering results by keep state."""
         masks = net.masks(keep, importance)
-        key = np.packbits(np.concatenate(masks)).tobytes() if masks else b""
+        key = KeepCache.key(masks)
         hit = self._cache.get(key)
         if hit is not None:
-            self._cache.move_to_end(key)
             return hit
         with net.masked(masks) as model:
             result = self.evaluate(model)
-        if self.cache_size:
-            self._cache[key] = result
-            if len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+        self._cache.put(key, result)
         return result

@@ -8,13 +8,10 @@ model per evaluation keeps the working copy untouched and costs little next to t
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from prune_gym.evaluate import EvalResult, Evaluator
+from prune_gym.evaluate import EvalResult, Evaluator, KeepCache
 from prune_gym.network import PrunableNetwork
 
 
@@ -40,17 +37,15 @@ class FineTuner:
         self.lr = lr
         self.batch_size = min(batch_size, len(self.x))
         self.seed = seed
-        self.cache_size = cache_size
-        self._cache: OrderedDict[bytes, EvalResult] = OrderedDict()
+        self._cache = KeepCache(cache_size)
 
     def evaluate(self, net: PrunableNetwork, evaluator: Evaluator, keep,
                  importance: str | None) -> EvalResult:
         """Accuracy of ``keep`` after ``steps`` of fine-tuning (the working copy untouched)."""
         masks = net.masks(keep, importance)
-        key = np.packbits(np.concatenate(masks)).tobytes()
+        key = KeepCache.key(masks)
         hit = self._cache.get(key)
         if hit is not None:
-            self._cache.move_to_end(key)
             return hit
         model = net.export(masks)
         generator = torch.Generator().manual_seed(self.seed)
@@ -64,8 +59,5 @@ class FineTuner:
                 optimizer.step()
         model.eval()
         result = evaluator.evaluate(model)
-        if self.cache_size:
-            self._cache[key] = result
-            if len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+        self._cache.put(key, result)
         return result
