@@ -16,6 +16,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+from torch import nn
 
 from prune_gym.errors import InvalidArgumentError
 
@@ -130,3 +132,41 @@ class CostModel:
         """Number of parameters of the pruned model (same arguments as :meth:`macs`)."""
         return self.fixed_params + self._total(self.param_terms, counts, masks, prefix,
                                                rows=False)
+
+
+def build_cost_model(model: nn.Module, calls, groups) -> CostModel:
+    """The cost model of ``model`` from its recorded conv/linear ``calls`` (``.name``,
+    ``.rows``) and its channel ``groups`` (``.index``, ``.size``, ``.members``)."""
+    owners: dict[tuple[str, str], list[DimOwner]] = {}
+    for g in groups:
+        for m in g.members:
+            weights = np.bincount(m.root_idx, minlength=g.size).astype(np.int64)
+            owners.setdefault((m.module, m.kind), []).append(
+                DimOwner(g.index, weights, int(weights.sum())))
+    modules = dict(model.named_modules())
+
+    def term(module_name: str, p: torch.Tensor, rows: int = 0) -> TensorCost:
+        out = tuple(owners.get((module_name, "out"), ()))
+        inp = tuple(owners.get((module_name, "in"), ()))
+        dim0 = p.shape[0] if p.dim() else 1
+        dim1 = p.shape[1] if p.dim() >= 2 else 1
+        if sum(o.total for o in out) != dim0:
+            out = ()
+        covered = sum(o.total for o in inp)
+        if p.dim() < 2 or (covered != dim1 and (len(inp) != 1 or covered % dim1)):
+            inp = ()  # dim 1 is either the owners' channels or a grouped conv's share
+        return TensorCost(p.numel(), dim0, dim1, out, inp, rows)
+
+    macs = [term(c.name, modules[c.name].weight, c.rows) for c in calls if c.rows]
+    params, fixed, seen = [], 0, set()
+    for name, module in model.named_modules():
+        for p in module.parameters(recurse=False):
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
+            t = term(name, p)
+            if not t.out and not t.inp:
+                fixed += p.numel()
+            else:
+                params.append(t)
+    return CostModel(macs, params, fixed)

@@ -23,9 +23,10 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from prune_gym.cost import CostModel, DimOwner, TensorCost
-from prune_gym.errors import InvalidArgumentError, KeepStateError, ModelAnalysisError
+from prune_gym.cost import build_cost_model
+from prune_gym.errors import InvalidArgumentError, ModelAnalysisError
 from prune_gym.importance import channel_scores, check_criterion, ranking
+from prune_gym.keep import check_keep, to_masks
 
 _MAC_LAYERS = (nn.modules.conv._ConvNd, nn.Linear)
 CONSTRAINTS = ("macs", "params")
@@ -137,7 +138,7 @@ class PrunableNetwork:
             raise ModelAnalysisError(
                 "model has no prunable layer: found no conv/linear output channels that can "
                 "be removed (the classifier and ignored_layers are never pruned)")
-        self._build_cost_model()
+        self.cost = build_cost_model(self.model, self.calls, self.all_groups)
         self._build_mask_ops()
         self._pristine = {n: p.detach().clone() for n, p in self.model.named_parameters()}
         self._touched: set[str] = set()
@@ -248,45 +249,6 @@ class PrunableNetwork:
         """Groups analysis found but excluded, each with its ``reason``."""
         return [g for g in self.all_groups if not g.prunable]
 
-    def _owners(self) -> dict[tuple[str, str], list[DimOwner]]:
-        owners: dict[tuple[str, str], list[DimOwner]] = {}
-        for g in self.all_groups:
-            for m in g.members:
-                weights = np.bincount(m.root_idx, minlength=g.size).astype(np.int64)
-                owners.setdefault((m.module, m.kind), []).append(
-                    DimOwner(g.index, weights, int(weights.sum())))
-        return owners
-
-    def _build_cost_model(self) -> None:
-        owners = self._owners()
-        modules = dict(self.model.named_modules())
-
-        def term(module_name: str, p: torch.Tensor, rows: int = 0) -> TensorCost:
-            out = tuple(owners.get((module_name, "out"), ()))
-            inp = tuple(owners.get((module_name, "in"), ()))
-            dim0 = p.shape[0] if p.dim() else 1
-            dim1 = p.shape[1] if p.dim() >= 2 else 1
-            if sum(o.total for o in out) != dim0:
-                out = ()
-            covered = sum(o.total for o in inp)
-            if p.dim() < 2 or (covered != dim1 and (len(inp) != 1 or covered % dim1)):
-                inp = ()  # dim 1 is either the owners' channels or a grouped conv's share
-            return TensorCost(p.numel(), dim0, dim1, out, inp, rows)
-
-        macs = [term(c.name, modules[c.name].weight, c.rows) for c in self.calls if c.rows]
-        params, fixed, seen = [], 0, set()
-        for name, module in self.model.named_modules():
-            for p in module.parameters(recurse=False):
-                if id(p) in seen:
-                    continue
-                seen.add(id(p))
-                t = term(name, p)
-                if not t.out and not t.inp:
-                    fixed += p.numel()
-                else:
-                    params.append(t)
-        self.cost = CostModel(macs, params, fixed)
-
     def _build_mask_ops(self) -> None:
         """Per group: (param name, dim, target_idx, root_idx) slices that masking zeroes.
 
@@ -334,7 +296,8 @@ class PrunableNetwork:
         if constraint not in CONSTRAINTS:
             raise InvalidArgumentError(f"constraint={constraint!r} is not known; choose one "
                                        f"of {', '.join(CONSTRAINTS)}")
-        return self._price(self._check_keep(keep), importance, getattr(self.cost, constraint))
+        return self._price(check_keep(self.groups, keep), importance,
+                           getattr(self.cost, constraint))
 
     def min_ratio(self, constraint: str = "macs") -> float:
         """Smallest fraction of the original metric reachable (one channel per group)."""
@@ -377,60 +340,10 @@ class PrunableNetwork:
         """
         return [np.flatnonzero(m) for m in self.masks(keep, importance)]
 
-    def _check_keep(self, keep) -> list:
-        groups = self.groups
-        if isinstance(keep, torch.Tensor):
-            keep = keep.tolist()
-        elif isinstance(keep, np.ndarray):
-            keep = keep.tolist() if keep.dtype != object else list(keep)
-        try:
-            entries = list(keep)
-        except TypeError:
-            raise KeepStateError(f"keep must be a sequence with one entry per group "
-                                 f"({len(groups)} groups); got {type(keep).__name__}") from None
-        if len(entries) != len(groups):
-            raise KeepStateError(f"keep has {len(entries)} entries; the network has "
-                                 f"{len(groups)} prunable groups (see net.groups)")
-        for g, k in zip(groups, entries):
-            if isinstance(k, np.ndarray) and k.dtype == bool:
-                if k.shape != (g.size,) or not k.any():
-                    raise KeepStateError(f"keep[{groups.index(g)}] for group {g.name!r} is a "
-                                         f"boolean mask: it needs shape ({g.size},) and at "
-                                         "least one True")
-            elif isinstance(k, (int, np.integer)) and not isinstance(k, bool):
-                if not 1 <= k <= g.size:
-                    raise KeepStateError(f"keep[{groups.index(g)}]={k} for group {g.name!r}: "
-                                         f"a count must be in [1, {g.size}]")
-            else:
-                try:
-                    idx = [int(i) for i in k]
-                except (TypeError, ValueError):
-                    raise KeepStateError(f"keep[{groups.index(g)}] for group {g.name!r} must "
-                                         f"be a channel count or a list of channel indices; "
-                                         f"got {k!r}") from None
-                if not idx or len(set(idx)) != len(idx) or min(idx) < 0 or max(idx) >= g.size:
-                    raise KeepStateError(
-                        f"keep[{groups.index(g)}] for group {g.name!r} must list 1 to "
-                        f"{g.size} distinct channel indices in [0, {g.size - 1}]; got {idx}")
-        return entries
-
     def masks(self, keep, importance: str | None = None) -> list[np.ndarray]:
         """Boolean kept-channel mask for each prunable group."""
-        entries = self._check_keep(keep)
-        out = []
-        rankings = None
-        for g, k in zip(self.groups, entries):
-            if isinstance(k, np.ndarray) and k.dtype == bool:
-                out.append(k.copy())
-                continue
-            mask = np.zeros(g.size, dtype=bool)
-            if isinstance(k, (int, np.integer)):
-                rankings = rankings or self._rankings_for(importance)
-                mask[rankings[g.index][:k]] = True
-            else:
-                mask[[int(i) for i in k]] = True
-            out.append(mask)
-        return out
+        return to_masks(self.groups, check_keep(self.groups, keep),
+                        lambda: self._rankings_for(importance))
 
     def _all_masks(self, masks: list[np.ndarray]) -> list[np.ndarray]:
         """Masks for every group (excluded groups keep all their channels)."""
@@ -457,17 +370,17 @@ class PrunableNetwork:
 
     def price(self, keep, importance: str | None = None) -> tuple[int, int]:
         """``(macs(keep), params(keep))``, checking the keep state once."""
-        entries = self._check_keep(keep)
+        entries = check_keep(self.groups, keep)
         return (self._price(entries, importance, self.cost.macs),
                 self._price(entries, importance, self.cost.params))
 
     def macs(self, keep, importance: str | None = None) -> int:
         """MACs of one forward of ``example_inputs`` under ``keep`` (closed form)."""
-        return self._price(self._check_keep(keep), importance, self.cost.macs)
+        return self.metric(keep, "macs", importance)
 
     def params(self, keep, importance: str | None = None) -> int:
         """Parameter count of the model pruned to ``keep`` (closed form)."""
-        return self._price(self._check_keep(keep), importance, self.cost.params)
+        return self.metric(keep, "params", importance)
 
     # -- applying a keep state ------------------------------------------------------------
     @torch.no_grad()
