@@ -13,7 +13,6 @@ this very network and excludes, with a reason, any group for which they do not.
 from __future__ import annotations
 
 import copy
-import warnings
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -492,13 +491,3 @@ class PrunableNetwork:
         state["_tp_groups"] = None
         state["_prefix"] = {}
         return state
-
-
-def warn_excluded(net: PrunableNetwork) -> None:
-    """Warn once per analysis about groups that verification excluded."""
-    excluded = [g for g in net.excluded_groups if g.reason and "single channel" not in g.reason]
-    if excluded:
-        names = ", ".join(g.name for g in excluded[:5]) + (" ..." if len(excluded) > 5 else "")
-        warnings.warn(f"{len(excluded)} channel group(s) cannot be pruned safely and are "
-                      f"excluded ({names}); see net.describe() for the reasons",
-                      PruningWarning, stacklevel=3)

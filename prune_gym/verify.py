@@ -12,6 +12,7 @@ the reason, which ``net.describe()`` and a warning report.
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -91,10 +92,21 @@ def _failing(net: PrunableNetwork, subset: list) -> list[tuple[ChannelGroup, str
     return _failing(net, subset[:half]) + _failing(net, subset[half:])
 
 
+def warn_excluded(net: PrunableNetwork) -> None:
+    """Warn, at the line that built ``net``, about groups that verification excluded."""
+    from prune_gym.network import PruningWarning
+
+    excluded = [g for g in net.excluded_groups if g.reason and "single channel" not in g.reason]
+    if excluded:
+        names = ", ".join(g.name for g in excluded[:5]) + (" ..." if len(excluded) > 5 else "")
+        # warn -> verify_groups -> PrunableNetwork.__init__ -> the caller
+        warnings.warn(f"{len(excluded)} channel group(s) cannot be pruned safely and are "
+                      f"excluded ({names}); see net.describe() for the reasons",
+                      PruningWarning, stacklevel=4)
+
+
 def verify_groups(net: PrunableNetwork) -> None:
     """Exclude (with a reason) every group whose trial prune fails; warn about them."""
-    from prune_gym.network import warn_excluded
-
     for group, reason in _failing(net, net.groups):
         group.prunable, group.reason = False, reason
     if not net.groups:

@@ -18,7 +18,7 @@ from torch import nn
 from prune_gym.cost import check_budget
 from prune_gym.errors import DataError, InvalidArgumentError, TaskError
 from prune_gym.evaluate import Evaluator, as_tensors
-from prune_gym.network import PrunableNetwork, warn_excluded
+from prune_gym.network import PrunableNetwork
 
 DEFAULT_TASK = "digits-cnn-v0"
 DEFAULT_BUDGET = 0.5
@@ -132,5 +132,4 @@ def build_problem(model, *, val_data, example_inputs, budget, importance: str,
         evaluator.check_model(source)  # a forward only; the model's mode is put back
         net = PrunableNetwork(source, example_inputs, importance=importance,
                               calibration=calibration, seed=seed)
-        warn_excluded(net)
     return Problem(net, evaluator, budget, train, task_name)
