@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -73,7 +73,6 @@ class LayerCall:
     in_shape: tuple
     out_shape: tuple
     rows: int = 0  # output positions of a conv/linear call (its MACs = rows x weight.numel())
-    extra: dict = field(default_factory=dict)
 
 
 def _as_inputs(example_inputs) -> tuple:

@@ -21,7 +21,7 @@ from prune_gym.envs.problem import DEFAULT_TASK, build_problem
 from prune_gym.errors import EnvStateError, InvalidArgumentError
 from prune_gym.importance import check_criterion
 from prune_gym.network import CONSTRAINTS
-from prune_gym.observations import NUM_GLOBAL_FEATURES, ObservationEncoder
+from prune_gym.observations import ObservationEncoder
 from prune_gym.rewards import make_reward
 
 CONSTRAINT_MODES = ("cmdp", "project")
@@ -189,8 +189,7 @@ class PruneEnv(gym.Env):
         ratio = self._state["ratio"]
         # remaining budget: what may still be spent, negative while over budget
         globals_ = np.array([self.budget, self.budget - min(1.0, ratio), self._step_fraction(),
-                             min(1.0, ratio)], dtype=np.float32)
-        assert len(globals_) == NUM_GLOBAL_FEATURES
+                             min(1.0, ratio)], dtype=np.float32)  # NUM_GLOBAL_FEATURES
         return self.encoder.encode(self._counts(), current_group=self._current_group(),
                                    global_features=globals_, extras=self._extras())
 
@@ -202,7 +201,7 @@ class PruneEnv(gym.Env):
             "feasible": s["feasible"],
             "macs": s["macs"], "params": s["params"],
             "macs_ratio": s["macs_ratio"], "params_ratio": s["params_ratio"],
-            "keep": [int(k) for k in self._counts()],
+            "keep": self.keep,
             "step": self._t,
             "evaluations": self.evaluator.evaluations,
         }
