@@ -13,6 +13,10 @@ One internal graph (:mod:`prune_gym.topology`), two encodings:
   - ``node_mask`` / ``edge_mask`` int8: 1 for real nodes/edges, 0 for padding (always at
     the end, padded edges point at node 0);
   - ``block`` int16 ``(N,)``: repeated-motif id (residual block ...), -1 outside blocks;
+  - ``group`` int16 ``(N,)``: the node->group key, the index into ``net.groups`` of the
+    prunable group that owns the node's output channels; -1 for none (several owners, an
+    excluded group) and for padding. It ties an agent's per-node outputs to the actions of a
+    group, on any network (``max_groups`` bounds it, so networks share one space);
   - ``globals`` float32 ``(4,)`` in [-1, 1]: :data:`GLOBAL_FEATURES`, kept separate from
     the node features (clipped);
   - plus the env's ``extra_spaces`` entries, verbatim.
@@ -71,6 +75,7 @@ NUM_NODE_FEATURES = len(NODE_FEATURES)
 DECIDED_OUT = NODE_FEATURES.index("decided_out")
 PADDED_KEYS = ("node_features", "edge_index", "edge_type", "node_mask", "edge_mask", "block",
                "globals")
+OPTIONAL_KEYS = ("group",)  # absent from observations made before the node->group key
 _CHANNEL_SCALE = 16.0
 _DYNAMIC = slice(NUM_NODE_FEATURES - len(DYNAMIC_FEATURES), NUM_NODE_FEATURES)
 
@@ -99,6 +104,8 @@ class ObservationEncoder:
         extra_spaces: env-specific entries merged verbatim into the ``Dict``.
         max_nodes: pad node arrays to this many nodes (default: exactly the network's).
         max_edges: pad edge arrays to this many edges (default: exactly the network's).
+        max_groups: the bound of the ``group`` key (default: exactly the network's number of
+            prunable groups); networks observed with the same ``max_*`` share one space.
 
     Raises:
         InvalidArgumentError: unknown ``mode``, ``max_nodes``/``max_edges`` smaller than the
@@ -107,12 +114,13 @@ class ObservationEncoder:
 
     def __init__(self, net, *, mode: str = "padded",
                  extra_spaces: dict[str, spaces.Space] | None = None,
-                 max_nodes: int | None = None, max_edges: int | None = None):
+                 max_nodes: int | None = None, max_edges: int | None = None,
+                 max_groups: int | None = None):
         if mode not in ("padded", "graph"):
             raise InvalidArgumentError(f"mode={mode!r} is not an observation mode; use "
                                        "'padded' (Dict of fixed-size arrays) or 'graph'")
         extra = dict(extra_spaces or {})
-        reserved = set(PADDED_KEYS) if mode == "padded" else {"graph"}
+        reserved = set(PADDED_KEYS + OPTIONAL_KEYS) if mode == "padded" else {"graph"}
         for key, space in extra.items():
             if not isinstance(space, spaces.Space) or key in reserved:
                 raise InvalidArgumentError(
@@ -123,6 +131,8 @@ class ObservationEncoder:
         self.num_nodes, self.num_edges = topo.num_nodes, topo.num_edges
         self.max_nodes = _size(max_nodes, "max_nodes", self.num_nodes)
         self.max_edges = _size(max_edges, "max_edges", max(self.num_edges, 1))
+        self.num_groups = len(net.groups)
+        self.max_groups = _size(max_groups, "max_groups", max(self.num_groups, 1))
         self._prepare(net, topo)
         self.space = self._make_space()
 
@@ -181,6 +191,11 @@ class ObservationEncoder:
         self._edge_mask[:e] = 1
         self._block = np.full(big_n, -1, dtype=np.int16 if index_dtype == np.int16 else np.int32)
         self._block[:n] = topo.block
+        prunable = np.full(len(net.all_groups) + 1, -1, dtype=np.int64)  # all_groups -> groups
+        prunable[self._group_index] = np.arange(len(groups))
+        self._group = np.full(big_n, -1, dtype=np.int16 if self.max_groups <= 32_768
+                              else np.int32)
+        self._group[:n] = prunable[topo.out_group]  # out_group -1 reads the trailing -1
         self._graph_links = topo.edge_index.T.astype(np.int64)
         self._graph_edges = topo.edge_type.astype(np.int64)
 
@@ -199,6 +214,7 @@ class ObservationEncoder:
             "node_mask": spaces.Box(0, 1, (big_n,), dtype=np.int8),
             "edge_mask": spaces.Box(0, 1, (big_e,), dtype=np.int8),
             "block": spaces.Box(-1, big_n - 1, (big_n,), dtype=self._block.dtype),
+            "group": spaces.Box(-1, self.max_groups - 1, (big_n,), dtype=self._group.dtype),
             "globals": spaces.Box(-1.0, 1.0, (NUM_GLOBAL_FEATURES,), dtype=np.float32),
         }
         return spaces.Dict({**entries, **self.extra_spaces})
@@ -274,7 +290,7 @@ class ObservationEncoder:
         return {"node_features": feats, "edge_index": self._edge_index.copy(),
                 "edge_type": self._edge_type.copy(), "node_mask": self._node_mask.copy(),
                 "edge_mask": self._edge_mask.copy(), "block": self._block.copy(),
-                "globals": glob, **extras}
+                "group": self._group.copy(), "globals": glob, **extras}
 
 
 def _tensor(value) -> torch.Tensor:
@@ -306,7 +322,8 @@ def to_pyg(obs):
 
     The Batch carries ``x`` (node features), ``edge_index`` (long), ``edge_type`` (long,
     index into ``EDGE_TYPES``), ``edge_attr`` (its one-hot, float), ``batch``, ``ptr``,
-    ``block`` (per-graph block id, -1 outside blocks), ``block_id`` (a cluster index unique
+    ``block`` (per-graph block id, -1 outside blocks), ``group`` (the node->group key, -1
+    where there is none or the observation lacks it), ``block_id`` (a cluster index unique
     over (graph, block), outside-block nodes of a graph forming one cluster) with
     ``block_batch`` (the graph of each cluster), ``globals`` (``(B, 4)``), ``current``
     (bool: the node's output channels are being decided) and ``current_node`` (per graph,
@@ -348,6 +365,10 @@ def to_pyg(obs):
     eptr = torch.cat([zero, edge_mask.sum(1).cumsum(0)])
     types = edge_type[graph_of_edge, edge]
     blocks = block[graph_of_node, node]
+    if "group" in obs:
+        group = as_long("group")[graph_of_node, node]
+    else:
+        group = torch.full_like(blocks, -1)
     feats = x[graph_of_node, node]
     current = feats[:, DECIDED_OUT] > 0.5 if feats.shape[1] == NUM_NODE_FEATURES else \
         torch.zeros(len(feats), dtype=torch.bool, device=x.device)
@@ -359,15 +380,16 @@ def to_pyg(obs):
     clusters, block_id = torch.unique(graph_of_node * span + blocks + 1, return_inverse=True)
     batch = Batch(x=feats, edge_index=torch.stack([src, dst]), edge_type=types,
                   edge_attr=torch.nn.functional.one_hot(types, len(EDGE_TYPES)).float(),
-                  batch=graph_of_node, ptr=ptr, block=blocks, block_id=block_id,
+                  batch=graph_of_node, ptr=ptr, block=blocks, group=group, block_id=block_id,
                   block_batch=clusters // span, globals=get("globals").float(),
                   current=current, current_node=current_node)
     batch._num_graphs = num_graphs
     per_graph = torch.arange(num_graphs + 1, device=x.device)
     none = torch.zeros(num_graphs, dtype=torch.long, device=x.device)
     batch._slice_dict = {"x": ptr, "edge_index": eptr, "edge_type": eptr, "edge_attr": eptr,
-                         "block": ptr, "current": ptr, "globals": per_graph,
+                         "block": ptr, "group": ptr, "current": ptr, "globals": per_graph,
                          "current_node": per_graph}
     batch._inc_dict = {"x": none, "edge_index": ptr[:-1], "edge_type": none, "edge_attr": none,
-                       "block": none, "current": none, "globals": none, "current_node": none}
+                       "block": none, "group": none, "current": none, "globals": none,
+                       "current_node": none}
     return batch

@@ -170,7 +170,8 @@ def test_padded_space_dtypes_and_contains(nets, name: str) -> None:
     want = {"node_features": (np.float32, (n, NUM_NODE_FEATURES)),
             "edge_index": (np.int16, (2, e)), "edge_type": (np.int8, (e,)),
             "node_mask": (np.int8, (n,)), "edge_mask": (np.int8, (e,)),
-            "block": (np.int16, (n,)), "globals": (np.float32, (NUM_GLOBAL_FEATURES,))}
+            "block": (np.int16, (n,)), "group": (np.int16, (n,)),
+            "globals": (np.float32, (NUM_GLOBAL_FEATURES,))}
     assert {k: (v.dtype, v.shape) for k, v in obs.items()} == {
         k: (np.dtype(d), s) for k, (d, s) in want.items()}
     assert all(enc.space[k].dtype == v.dtype for k, v in obs.items())

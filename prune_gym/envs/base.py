@@ -60,8 +60,9 @@ class PruneEnv(gym.Env):
                  eval_batch_size: int = 500, bn_recalibration: int = 0,
                  finetune_steps: int = 0, finetune_lr: float = 0.01,
                  finetune_batch_size: int = 64, evaluate=None, eval_cache: int = 4096,
-                 obs_mode: str = "padded", render_mode: str | None = None,
-                 seed: int | None = None):
+                 obs_mode: str = "padded", max_nodes: int | None = None,
+                 max_edges: int | None = None, max_groups: int | None = None,
+                 render_mode: str | None = None, seed: int | None = None):
         self.constraint = _choice(constraint, CONSTRAINTS, "constraint")
         self.constraint_mode = _choice(constraint_mode, CONSTRAINT_MODES, "constraint_mode")
         self.obs_mode = _choice(obs_mode, OBS_MODES, "obs_mode")
@@ -104,7 +105,11 @@ class PruneEnv(gym.Env):
         self._limit = self.budget * base
         self._check_reachable()
         self.encoder = ObservationEncoder(self.net, mode=self.obs_mode,
-                                          extra_spaces=self._extra_spaces() or None)
+                                          extra_spaces=self._extra_spaces() or None,
+                                          max_nodes=max_nodes, max_edges=max_edges,
+                                          max_groups=max_groups)
+        self.max_nodes, self.max_edges = self.encoder.max_nodes, self.encoder.max_edges
+        self.max_groups = self.encoder.max_groups  # the action space may read it
         self.observation_space = self.encoder.space
         self.action_space = self._make_action_space()
         self._started = False
@@ -181,8 +186,9 @@ class PruneEnv(gym.Env):
             "ratio": metric / self._base_metric,
             "feasible": bool(metric <= self._limit),
             # (metric - limit) is exactly > 0 whenever the constraint is violated
-            "violation": max(0.0, float(metric - self._limit) / self._limit),
+            "margin": float(metric - self._limit) / self._limit,
         }
+        self._state["violation"] = max(0.0, self._state["margin"])
 
     # -- observation, info ------------------------------------------------------------------
     def _observation(self):
@@ -197,6 +203,9 @@ class PruneEnv(gym.Env):
         s = self._state
         info = {
             "cost": s["violation"] if final else 0.0,
+            # signed: negative when the episode ends under budget, so that a Lagrange
+            # multiplier driven by it falls again once the agent over-prunes
+            "signed_cost": s["margin"] if final else 0.0,
             "violation": s["violation"],
             "feasible": s["feasible"],
             "macs": s["macs"], "params": s["params"],

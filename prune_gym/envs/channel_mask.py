@@ -24,9 +24,9 @@ class ChannelMaskEnv(PruneEnv):
     the last group.
 
     ## Action Space
-    ``MultiBinary(S)``, ``S`` = the largest group size: bit ``j`` = 1 keeps channel ``j`` of
-    the current group, 0 prunes it. Bits beyond the current group's size are padding and
-    ignored. ``action_masks()`` (for sb3-contrib's MaskablePPO, also under
+    ``MultiBinary(S)``, ``S`` = ``max_channels`` (default: the largest group size): bit ``j`` =
+    1 keeps channel ``j`` of the current group, 0 prunes it. Bits beyond the current group's
+    size are padding and ignored. ``action_masks()`` (for sb3-contrib's MaskablePPO, also under
     ``SubprocVecEnv``) returns ``2 * S`` booleans, one ``(can be 0, can be 1)`` pair per bit:
     padded bits are pinned to 0, real bits are free. Non-emptiness cannot be expressed by a
     per-bit mask without pinning a channel, so it is enforced in ``step`` as above. With
@@ -63,20 +63,35 @@ class ChannelMaskEnv(PruneEnv):
       ``render_mode`` (``"ansi"``), ``seed``: as for ``LayerRatio-v0``.
     - ``importance``: decides which channel is kept when an action would empty a group, and
       the cut order of ``"project"`` mode (default ``"l1"``).
+    - ``max_nodes``, ``max_edges``, ``max_groups``: as for ``LayerRatio-v0``.
+      ``max_channels``: the action and channel-array width ``S`` (default: the largest group
+      size); networks given the same ``max_*`` share one observation and action space.
 
     All arguments are fixed for the life of the environment, so its spaces never change.
 
     ## Version History
-    - v0: initial release.
+    - v0: initial release. Before any release, the observation gained the ``group`` key and
+      the constructor ``max_nodes``/``max_edges``/``max_groups``/``max_channels``, and
+      ``info`` gained ``signed_cost``; the id was kept.
     """
 
     env_id = "ChannelMask-v0"
 
-    def __init__(self, model=DEFAULT_TASK, **kwargs):
+    def __init__(self, model=DEFAULT_TASK, *, max_channels: int | None = None, **kwargs):
+        self._max_channels = max_channels  # checked once the group sizes are known
         super().__init__(model, **kwargs)
 
     def _extra_spaces(self) -> dict[str, spaces.Box]:
-        self.max_size = int(self.sizes.max())
+        largest = int(self.sizes.max())
+        wanted = self._max_channels
+        if wanted is not None and (isinstance(wanted, bool) or not isinstance(
+                wanted, (int, np.integer)) or wanted < largest):
+            raise InvalidArgumentError(
+                f"max_channels={wanted!r} is too small for this network: its largest group has "
+                f"{largest} channels; pass an integer >= {largest} (or None for exactly "
+                f"{largest})")
+        self.max_size = largest if wanted is None else int(wanted)
+        self.max_channels = self.max_size
         self._channel_table, self._channel_valid = padded_channel_features(self.net,
                                                                            self.max_size)
         return {

@@ -25,18 +25,21 @@ class DNNGraphEnv(PruneEnv):
     budget violation.
 
     ## Action Space
-    ``Box(-1, 1, (G,), float32)`` for ``G`` prunable groups. Entry ``a_i`` prunes the fraction
-    ``(a_i + 1) / 2 * max_ratio`` of group ``i``'s remaining channels (rounded half up; a
-    group always keeps at least one channel).
+    ``Box(-1, 1, (max_groups,), float32)``; ``max_groups`` defaults to ``G``, the number of
+    prunable groups. Entry ``a_i`` (``i < G``) prunes the fraction ``(a_i + 1) / 2 *
+    max_ratio`` of group ``i``'s remaining channels (rounded half up; a group always keeps at
+    least one channel). Entries ``i >= G`` are padding (so that networks of different sizes
+    share one space): they must lie in [-1, 1] like the rest and are otherwise ignored.
 
     ## Observation Space
-    With ``obs_mode="padded"`` (default), a ``Dict`` of fixed-size arrays describing the
-    network as a graph (nodes = layers and ops, edges = data flow): ``node_features``,
-    ``edge_index``, ``edge_type``, ``node_mask``, ``edge_mask``, ``block`` (repeated motifs,
-    for multi-stage GNNs) and ``globals`` (budget, remaining budget = budget - current metric
+    With ``obs_mode="padded"`` (default), a ``Dict`` of fixed-size arrays describing the network
+    as a graph (nodes = layers and ops, edges = data flow): ``node_features``, ``edge_index``,
+    ``edge_type``, ``node_mask``, ``edge_mask``, ``block`` (repeated motifs, for multi-stage
+    GNNs), ``group`` (node -> prunable group, -1 for none: the action entry a node's output
+    channels answer to) and ``globals`` (budget, remaining budget = budget - current metric
     ratio, step fraction ``step / max_steps``, current metric ratio; in [-1, 1]). With
-    ``obs_mode="graph"``, a ``gymnasium.spaces.Graph``. ``prune_gym.to_pyg`` turns either
-    into a PyG batch.
+    ``obs_mode="graph"``, a ``gymnasium.spaces.Graph``. ``prune_gym.to_pyg`` turns either into a
+    PyG batch.
 
     ## Rewards
     0 on intermediate steps. When the episode ends (terminated or truncated) the network is
@@ -44,6 +47,7 @@ class DNNGraphEnv(PruneEnv):
     (``-(1 - accuracy) * log(MACs)``) or ``"self_competition"`` (accuracy minus the best
     feasible accuracy seen so far). The cost, ``max(0, metric / (budget * original) - 1)``,
     is paid on the last step (0 before): 0 on termination, the violation on truncation.
+    ``info["signed_cost"]`` is the unclipped ``metric / limit - 1`` on the last step.
 
     ## Starting State
     The unpruned network. The dynamics are deterministic.
@@ -59,7 +63,8 @@ class DNNGraphEnv(PruneEnv):
       ``constraint``, ``constraint_mode``, ``reward``, ``importance``, evaluation options
       (``eval_samples``, ``eval_batch_size``, ``bn_recalibration``, ``finetune_steps``,
       ``finetune_lr``, ``finetune_batch_size``, ``evaluate``, ``eval_cache``), ``obs_mode``,
-      ``render_mode`` (``"ansi"``), ``seed``: as for ``LayerRatio-v0``. ``model`` defaults
+      ``render_mode`` (``"ansi"``), ``seed``, ``max_nodes``, ``max_edges``, ``max_groups``
+      (also the action width): as for ``LayerRatio-v0``. ``model`` defaults
       to the embedded ``"digits-cnn-v0"`` task, so ``gym.make("DNNGraph-v0")`` works as is.
     - ``max_steps``: steps before truncation (default 5).
     - ``max_ratio``: the largest fraction of a group's remaining channels one step prunes
@@ -68,7 +73,9 @@ class DNNGraphEnv(PruneEnv):
     All arguments are fixed for the life of the environment, so its spaces never change.
 
     ## Version History
-    - v0: initial release.
+    - v0: initial release. Before any release, the action width became ``max_groups``, the
+      observation gained the ``group`` key, the constructor ``max_nodes``/``max_edges``/
+      ``max_groups``, and ``info`` gained ``signed_cost``; the id was kept.
     """
 
     env_id = "DNNGraph-v0"
@@ -80,7 +87,7 @@ class DNNGraphEnv(PruneEnv):
         super().__init__(model, **kwargs)
 
     def _make_action_space(self) -> spaces.Box:
-        return spaces.Box(-1.0, 1.0, shape=(self.num_groups,), dtype=np.float32)
+        return spaces.Box(-1.0, 1.0, shape=(self.max_groups,), dtype=np.float32)
 
     def _floor_counts(self) -> np.ndarray:
         if self.constraint_mode == "project":
@@ -100,7 +107,7 @@ class DNNGraphEnv(PruneEnv):
         if np.any(np.abs(action) > 1.0 + 1e-6):
             raise InvalidArgumentError(f"action has entries outside the action space [-1, 1]: "
                                        f"{action[np.abs(action) > 1.0 + 1e-6].tolist()}")
-        return np.clip(action, -1.0, 1.0)
+        return np.clip(action[: self.num_groups], -1.0, 1.0)  # the rest is padding
 
     def _step_fraction(self) -> float:
         return min(1.0, self._t / self.max_steps)

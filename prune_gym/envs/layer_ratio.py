@@ -55,10 +55,11 @@ class LayerRatioEnv(PruneEnv):
     ## Observation Space
     With ``obs_mode="padded"`` (default), a ``Dict`` of fixed-size arrays describing the
     network as a graph (nodes = layers and ops, edges = data flow): ``node_features``,
-    ``edge_index``, ``edge_type``, ``node_mask``, ``edge_mask``, ``block`` and ``globals``
-    (budget, remaining budget = budget - current metric ratio, step fraction, current
-    metric ratio; in [-1, 1]). Node features include each layer's kept fraction and which node
-    is being decided. With ``obs_mode="graph"``, a ``gymnasium.spaces.Graph``. See
+    ``edge_index``, ``edge_type``, ``node_mask``, ``edge_mask``, ``block``, ``group`` (the
+    index of the prunable group owning each node's output channels, -1 for none) and
+    ``globals`` (budget, remaining budget = budget - current metric ratio, step fraction,
+    current metric ratio; in [-1, 1]). Node features include each layer's kept fraction and
+    which node is being decided. With ``obs_mode="graph"``, a ``gymnasium.spaces.Graph``. See
     :mod:`prune_gym.observations`; ``prune_gym.to_pyg`` turns either into a PyG batch.
 
     ## Rewards
@@ -67,7 +68,9 @@ class LayerRatioEnv(PruneEnv):
     ``"acc_log_macs"`` (AMC's ``-(1 - accuracy) * log(MACs)``) or ``"self_competition"``
     (accuracy minus the best feasible accuracy seen so far). The cost,
     ``max(0, metric / (budget * original metric) - 1)``, is paid on the last step too (0 on
-    earlier steps); it is 0 exactly when the constraint holds.
+    earlier steps); it is 0 exactly when the constraint holds. ``info["signed_cost"]`` is the
+    same without the clip, ``metric / limit - 1`` (negative under budget): a signal a Lagrange
+    multiplier can fall on as well as rise.
 
     ## Starting State
     The unpruned network; the first group to decide is the first in forward order. There is
@@ -97,12 +100,17 @@ class LayerRatioEnv(PruneEnv):
       ``finetune_batch_size`` (a short SGD fine-tune of a pruned copy before evaluation),
       ``evaluate`` (a callable ``fn(model) -> float`` replacing accuracy), ``eval_cache``.
     - ``obs_mode``: ``"padded"`` (default) or ``"graph"``. ``render_mode``: ``"ansi"``.
+    - ``max_nodes``, ``max_edges``, ``max_groups``: pad the observation to this many nodes,
+      edges and groups (default: exactly this network's), so that several networks share one
+      observation space and one policy can act on all of them; padding is masked.
     - ``seed``: seeds the first ``reset()``, the ``random`` criterion and fine-tuning.
 
     All arguments are fixed for the life of the environment, so its spaces never change.
 
     ## Version History
-    - v0: initial release.
+    - v0: initial release. Before any release, the observation gained the ``group`` key and
+      the constructor ``max_nodes``/``max_edges``/``max_groups``, and ``info`` gained
+      ``signed_cost``; the id was kept.
     """
 
     env_id = "LayerRatio-v0"
