@@ -216,6 +216,9 @@ class PruneEnv(gym.Env):
         }
         if final:
             info.update(self._last_eval)
+            # the exact state (ChannelMask's kept indices, not just counts), so that a run
+            # can export or replay the best state it saw without stepping the env again
+            info["keep_state"] = self.keep_state()
         return info
 
     # -- Gymnasium API ----------------------------------------------------------------------
