@@ -4,10 +4,14 @@ A task name is a promise: ``digits-cnn-v0`` always means the same architecture, 
 recipe, data split and budget, so results from different machines and agents compare.
 Anything that changes those bumps the version suffix.
 
-``digits-cnn-v0`` needs nothing but scikit-learn: its CNN trains in seconds on first
-use and is cached. The CIFAR-10 tasks use public reference checkpoints and the CIFAR-10
-JPEG archive from local paths (arguments or ``$PRUNE_GYM_DATA``); nothing is downloaded
-behind the user's back.
+``digits-cnn-v0`` and ``digits-resnet-v0`` need nothing but scikit-learn: their networks
+train in seconds on first use (one shared recipe, :func:`train_digits`) and are cached.
+The residual one has 12 prunable groups (residual streams included), enough to test
+graph policies and transfer between networks without any download.
+
+The CIFAR-10 tasks use public reference checkpoints and the CIFAR-10 JPEG archive from
+local paths (arguments or ``$PRUNE_GYM_DATA``); nothing is downloaded behind the user's
+back.
 """
 
 from __future__ import annotations
@@ -31,18 +35,29 @@ from prune_gym.errors import InvalidArgumentError, TaskError
 from prune_gym.models import (
     KNOWN_CHECKPOINTS,
     digits_cnn,
+    digits_resnet,
     file_sha256,
     load_checkpoint,
     resnet20,
     resnet56,
 )
 
-__all__ = ["Task", "list_tasks", "make_task", "register_task", "train_digits_cnn"]
+__all__ = [
+    "Task",
+    "list_tasks",
+    "make_task",
+    "register_task",
+    "train_digits",
+    "train_digits_cnn",
+    "train_digits_resnet",
+]
 
 DATA_ENV = "PRUNE_GYM_DATA"
 CIFAR10_ARCHIVE = "cifar10-jpg.tar.gz"
 # Bump when the digits training recipe changes, so stale cached weights are not reused.
 DIGITS_RECIPE = "digits-cnn-v0/adamw-onecycle-15ep-bs64"
+DIGITS_RESNET_EPOCHS = 8
+DIGITS_RESNET_RECIPE = f"digits-resnet-v0/adamw-onecycle-{DIGITS_RESNET_EPOCHS}ep-bs64"
 
 
 @dataclass
@@ -142,25 +157,29 @@ def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 1
 # ----------------------------------------------------------------------------- digits
 
 
-def train_digits_cnn(data: DataSplits, seed: int = 0, epochs: int = 15) -> nn.Module:
-    """Train the digits CNN on ``data.train`` (seeded; a few seconds on one CPU core).
+def train_digits(
+    builder: Callable[..., nn.Module], data: DataSplits, seed: int = 0, epochs: int = 15,
+    lr: float = 1e-2,
+) -> nn.Module:
+    """Train ``builder(num_classes=, in_channels=)`` on ``data.train`` (seeded, one CPU thread).
 
-    Runs single-threaded: for a model this small, thread hand-offs cost more than they
-    save, and it keeps results closer to reproducible across machines.
+    The one training recipe of the embedded digits tasks (AdamW, one-cycle learning rate,
+    batches of 64), so every embedded network is trained the same way and a recipe string
+    names it exactly. Runs single-threaded: for models this small, thread hand-offs cost
+    more than they save, and it keeps results closer to reproducible across machines.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with torch.random.fork_rng():  # do not disturb the caller's global RNG
             torch.manual_seed(seed)
-            model = digits_cnn(num_classes=data.num_classes,
-                               in_channels=data.input_shape[0])
+            model = builder(num_classes=data.num_classes, in_channels=data.input_shape[0])
         gen = torch.Generator().manual_seed(seed)
         x, y = data.train.x, data.train.y
         batch = 64
         steps = epochs * -(-len(y) // batch)
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=1e-4)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-2, total_steps=steps)
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
         model.train()
         for _ in range(epochs):
             order = torch.randperm(len(y), generator=gen)
@@ -176,17 +195,30 @@ def train_digits_cnn(data: DataSplits, seed: int = 0, epochs: int = 15) -> nn.Mo
     return model.eval()
 
 
-def _load_cached_digits(path: Path, data: DataSplits) -> tuple[nn.Module, dict] | None:
+def train_digits_cnn(data: DataSplits, seed: int = 0, epochs: int = 15) -> nn.Module:
+    """Train the ``digits-cnn-v0`` CNN on ``data.train`` (seeded; a few seconds on one core)."""
+    return train_digits(digits_cnn, data, seed=seed, epochs=epochs)
+
+
+def train_digits_resnet(data: DataSplits, seed: int = 0, epochs: int = DIGITS_RESNET_EPOCHS
+                        ) -> nn.Module:
+    """Train the ``digits-resnet-v0`` residual net on ``data.train`` (seeded; seconds)."""
+    return train_digits(digits_resnet, data, seed=seed, epochs=epochs)
+
+
+def _load_cached_digits(
+    path: Path, data: DataSplits, builder: Callable[..., nn.Module], recipe: str,
+) -> tuple[nn.Module, dict] | None:
     if not path.is_file():
         return None
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(blob, dict) or blob.get("recipe") != DIGITS_RECIPE:
+        if not isinstance(blob, dict) or blob.get("recipe") != recipe:
             return None
-        model = load_checkpoint(digits_cnn(num_classes=data.num_classes), blob)
+        model = load_checkpoint(builder(num_classes=data.num_classes), blob)
     except Exception as exc:  # a damaged cache is rebuilt, not fatal
         warnings.warn(f"ignoring unreadable cached weights {str(path)!r} ({exc}); retraining",
-                      stacklevel=3)
+                      stacklevel=4)
         return None
     return model.eval(), {k: v for k, v in blob.items() if k != "state_dict"}
 
@@ -209,43 +241,65 @@ def _save_atomic(blob: dict, path: Path) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
-def _digits_cnn_v0(
-    *, seed: int = 0, budget: float = 0.5, cache_dir: str | os.PathLike | None = None,
-    retrain: bool = False,
-) -> Task:
-    """digits-cnn-v0: train (or load cached) weights for ``seed``; ``retrain`` ignores the cache."""
-    name = "digits-cnn-v0"
-    budget = check_budget(budget)
-    data = load_digits(seed=seed)
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    path = root / "tasks" / name / f"seed{seed}.pt"
-    cached = None if retrain else _load_cached_digits(path, data)
-    if cached is None:
-        start = time.perf_counter()
-        model = train_digits_cnn(data, seed=seed)
-        info = {
-            "recipe": DIGITS_RECIPE,
-            "seed": seed,
-            "val_accuracy": _accuracy(model, *data.val.as_tuple()),
-            "test_accuracy": _accuracy(model, *data.test.as_tuple()),
-            "train_seconds": time.perf_counter() - start,
-        }
-        _save_atomic({"state_dict": model.state_dict(), **info}, path)
-        info["from_cache"] = False
-    else:
-        model, info = cached
-        info["from_cache"] = True
-    info["weights"] = str(path)
-    return Task(
-        name=name,
-        model=model,
-        data=data,
-        example_inputs=data.val.x[:1].clone(),
-        budget=budget,
-        num_classes=data.num_classes,
-        description="Small CNN on sklearn's 8x8 digits; embedded, trains in seconds, no download.",
-        metadata=info,
-    )
+def _digits_task(
+    name: str, builder: Callable[..., nn.Module], recipe: str,
+    train: Callable[[DataSplits, int], nn.Module], description: str,
+) -> Callable[..., Task]:
+    """A factory for an embedded digits task: train on first use, then load the cache."""
+
+    def factory(
+        *, seed: int = 0, budget: float = 0.5, cache_dir: str | os.PathLike | None = None,
+        retrain: bool = False,
+    ) -> Task:
+        """Train (or load cached) weights for ``seed``; ``retrain`` ignores the cache."""
+        budget = check_budget(budget)
+        data = load_digits(seed=seed)
+        root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        path = root / "tasks" / name / f"seed{seed}.pt"
+        cached = None if retrain else _load_cached_digits(path, data, builder, recipe)
+        if cached is None:
+            start = time.perf_counter()
+            model = train(data, seed)
+            info = {
+                "recipe": recipe,
+                "seed": seed,
+                "val_accuracy": _accuracy(model, *data.val.as_tuple()),
+                "test_accuracy": _accuracy(model, *data.test.as_tuple()),
+                "train_seconds": time.perf_counter() - start,
+            }
+            _save_atomic({"state_dict": model.state_dict(), **info}, path)
+            info["from_cache"] = False
+        else:
+            model, info = cached
+            info["from_cache"] = True
+        info["weights"] = str(path)
+        return Task(
+            name=name,
+            model=model,
+            data=data,
+            example_inputs=data.val.x[:1].clone(),
+            budget=budget,
+            num_classes=data.num_classes,
+            description=description,
+            metadata=info,
+        )
+
+    factory.__name__ = "_" + name.replace("-", "_")
+    return factory
+
+
+# The trainers are looked up at call time (not bound here), so that tests can replace them.
+_digits_cnn_v0 = _digits_task(
+    "digits-cnn-v0", digits_cnn, DIGITS_RECIPE,
+    lambda data, seed: train_digits_cnn(data, seed=seed),
+    "Small CNN on sklearn's 8x8 digits; embedded, trains in seconds, no download.",
+)
+_digits_resnet_v0 = _digits_task(
+    "digits-resnet-v0", digits_resnet, DIGITS_RESNET_RECIPE,
+    lambda data, seed: train_digits_resnet(data, seed=seed),
+    "Small residual net (3 stages x 3 BasicBlocks, 1x1 projection shortcuts, 12 prunable "
+    "groups) on sklearn's 8x8 digits; embedded, trains in seconds, no download.",
+)
 
 
 # ------------------------------------------------------------------------------ CIFAR-10
@@ -328,6 +382,8 @@ def _cifar10_resnet(name: str, depth: int) -> Callable[..., Task]:
 
 register_task("digits-cnn-v0", _digits_cnn_v0,
               "Small CNN on sklearn digits (embedded, trains in seconds).")
+register_task("digits-resnet-v0", _digits_resnet_v0,
+              "Small residual net on sklearn digits, 12 prunable groups (embedded, seconds).")
 register_task("cifar10-resnet20-v0", _cifar10_resnet("cifar10-resnet20-v0", 20),
               "ResNet-20 on CIFAR-10 (local weights and JPEG archive).")
 register_task("cifar10-resnet56-v0", _cifar10_resnet("cifar10-resnet56-v0", 56),

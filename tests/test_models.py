@@ -33,7 +33,7 @@ def n_params(model: nn.Module) -> int:
 @pytest.mark.parametrize("name", list_models())
 def test_every_model_forward_shape(name: str) -> None:
     model = get_model(name, num_classes=7).eval()
-    x = torch.randn(2, 1, 8, 8) if name == "digits_cnn" else torch.randn(2, 3, 32, 32)
+    x = torch.randn(2, 1, 8, 8) if name.startswith("digits") else torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         out = model(x)
     assert out.shape == (2, 7)
@@ -42,7 +42,8 @@ def test_every_model_forward_shape(name: str) -> None:
 
 def test_list_models_has_the_documented_names() -> None:
     names = set(list_models())
-    assert {"resnet20", "resnet56", "vgg16_bn", "vgg19_bn", "mobilenetv2", "digits_cnn"} <= names
+    assert {"resnet20", "resnet56", "vgg16_bn", "vgg19_bn", "mobilenetv2", "digits_cnn",
+            "digits_resnet"} <= names
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,8 @@ def digits_task(digits_cache) -> Task:
 
 
 def test_list_tasks() -> None:
-    assert {"digits-cnn-v0", "cifar10-resnet20-v0", "cifar10-resnet56-v0"} <= set(list_tasks())
+    assert {"digits-cnn-v0", "digits-resnet-v0", "cifar10-resnet20-v0",
+            "cifar10-resnet56-v0"} <= set(list_tasks())
 
 
 def test_digits_task_trains_to_95_percent_and_caches(digits_task, digits_cache) -> None:

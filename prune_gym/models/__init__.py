@@ -26,6 +26,7 @@ from prune_gym.models.cifar_resnet import (
 from prune_gym.models.mobilenetv2 import InvertedResidual, MobileNetV2, mobilenetv2
 from prune_gym.models.registry import TORCHVISION_PREFIX, get_model, list_models
 from prune_gym.models.small_cnn import DigitsCNN, digits_cnn
+from prune_gym.models.small_resnet import DigitsResNet, ProjectionBlock, digits_resnet
 from prune_gym.models.vgg import VGG, vgg11_bn, vgg13_bn, vgg16_bn, vgg19_bn
 
 __all__ = [
@@ -35,10 +36,13 @@ __all__ = [
     "BasicBlock",
     "CifarResNet",
     "DigitsCNN",
+    "DigitsResNet",
     "InvertedResidual",
     "MobileNetV2",
     "PadShortcut",
+    "ProjectionBlock",
     "digits_cnn",
+    "digits_resnet",
     "download_checkpoint",
     "file_sha256",
     "get_model",

@@ -18,6 +18,7 @@ from prune_gym.errors import InvalidArgumentError, MissingDependencyError
 from prune_gym.models.cifar_resnet import CifarResNet
 from prune_gym.models.mobilenetv2 import MobileNetV2
 from prune_gym.models.small_cnn import DigitsCNN
+from prune_gym.models.small_resnet import DigitsResNet
 from prune_gym.models.vgg import VGG
 
 __all__ = ["TORCHVISION_PREFIX", "get_model", "list_models"]
@@ -30,6 +31,7 @@ _MODELS: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {
     **{f"vgg{d}_bn": (VGG, {"depth": d}) for d in (11, 13, 16, 19)},
     "mobilenetv2": (MobileNetV2, {}),
     "digits_cnn": (DigitsCNN, {}),
+    "digits_resnet": (DigitsResNet, {}),
 }
 
 
