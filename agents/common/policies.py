@@ -196,8 +196,9 @@ class GraphPolicy(ActorCriticPolicy):
         else:
             self.action_dist = MaskedDiagGaussianDistribution(action_dim)
             self.log_std = nn.Parameter(torch.full((1,), float(self.log_std_init)))
-        if self.ortho_init:
-            self.action_net.apply(lambda m: self.init_weights(m, gain=0.01))
+        if self.ortho_init:  # SB3's gains: sqrt(2) inside, 0.01 on the output layer
+            self.action_net.net[0].apply(lambda m: self.init_weights(m, gain=2 ** 0.5))
+            self.action_net.net[-1].apply(lambda m: self.init_weights(m, gain=0.01))
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1),
                                               **self.optimizer_kwargs)
 
