@@ -1,13 +1,20 @@
 """Evaluator: accuracy and loss of a (masked or pruned) model on a fixed validation set.
 
 The validation set is preloaded as tensors once, so an evaluation is nothing but batched
-forwards: an environment step should cost little more than the forward it contains.
-Validation data must be held out of the training split; the test split is for reporting.
+forwards: an environment step should cost little more than the forward it contains. A keep
+state is evaluated on the physically pruned network (pruned in place, then put back)
+whenever the cost model predicts that is cheaper than the masked full-size one, which is
+almost always: the masked network pays for every pruned channel. Both compute the same
+function (verification checks it on every analysed network), so the choice changes the
+cost, never the result beyond float rounding. Validation data must be held out of the
+training split; the test split is for reporting.
 """
 
 from __future__ import annotations
 
 import math
+import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -108,49 +115,102 @@ def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, batch_size: int = 1
         m.train(training)
 
 
+PATHS = ("auto", "physical", "masked")
+
+
+class _PathModel:
+    """Predicts whether a keep state is cheaper to evaluate pruned in place or masked.
+
+    An evaluation's forward work scales with the MACs of the network it runs; the two
+    paths differ only in that and in their fixed cost (pruning in place and putting back
+    vs. zeroing and copying back). Both are measured once for a network: the fixed costs
+    directly, the seconds per MAC from the first evaluation. After that the choice is a
+    closed-form comparison, the same for the same keep state for the rest of the run.
+    """
+
+    def __init__(self, net, masks: list[np.ndarray]):
+        self.net = weakref.ref(net)
+
+        def fixed_cost(context) -> float:
+            times = []
+            for _ in range(3):
+                start = time.perf_counter()
+                with context(masks):
+                    pass
+                times.append(time.perf_counter() - start)
+            return min(times)
+
+        self.extra = fixed_cost(net.pruned) - fixed_cost(net.masked)
+        self.seconds_per_mac: float | None = None
+
+    def physical(self, macs: int, base_macs: int) -> bool:
+        if self.seconds_per_mac is None:
+            return True  # the first evaluation measures the forward; pruned is the likely winner
+        return self.extra < self.seconds_per_mac * (base_macs - macs)
+
+    def observe(self, seconds: float, macs: int) -> None:
+        if self.seconds_per_mac is None and macs > 0:
+            self.seconds_per_mac = seconds / macs
+
+
 class Evaluator:
     """Evaluates models on a fixed validation subset, optionally after BN recalibration.
 
     Args:
         val_data: ``(x, y)`` held out of the training split, or a DataLoader of it.
         max_samples: evaluate on the first ``max_samples`` samples only (a fixed subset).
-        batch_size: forward batch size.
+        batch_size: forward batch size (a speed setting: results do not depend on it).
         train_data: training ``(x, y)`` or loader; needed for BatchNorm recalibration.
         bn_recalibration: number of training batches over which BatchNorm statistics are
             re-estimated before each evaluation (EagleEye; 0 = off). The statistics are
             restored afterwards: the evaluated model is left as it was.
+        bn_batch_size: samples per recalibration batch (train-mode BatchNorm statistics
+            depend on it, so it is its own setting, not ``batch_size``).
         fn: a user callable ``fn(model) -> float`` that replaces accuracy entirely.
         device: where to evaluate (``"cpu"`` by default).
         num_threads: torch intra-op threads during evaluation (default: leave as is).
         cache_size: keep states whose result is remembered (0 = no cache).
+        path: how :meth:`evaluate_keep` runs a keep state: ``"auto"`` (the physically
+            pruned network whenever the cost model predicts it is cheaper), ``"physical"``
+            or ``"masked"``. All three give the same results up to float rounding.
     """
 
     def __init__(self, val_data=None, *, max_samples: int | None = None, batch_size: int = 500,
-                 train_data=None, bn_recalibration: int = 0,
+                 train_data=None, bn_recalibration: int = 0, bn_batch_size: int = 64,
                  fn: Callable[[nn.Module], float] | None = None, device: str = "cpu",
-                 num_threads: int | None = None, cache_size: int = 4096):
+                 num_threads: int | None = None, cache_size: int = 4096, path: str = "auto"):
         if fn is not None and not callable(fn):
             raise InvalidArgumentError(f"evaluate must be a callable fn(model) -> float; "
                                        f"got {type(fn).__name__}")
         for name, value in (("batch_size", batch_size), ("max_samples", max_samples),
-                            ("num_threads", num_threads)):
-            if value is None and name != "batch_size":
+                            ("num_threads", num_threads), ("bn_batch_size", bn_batch_size)):
+            if value is None and name in ("max_samples", "num_threads"):
                 continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise InvalidArgumentError(f"{name} must be a positive integer; got {value!r}")
-        if not isinstance(bn_recalibration, int) or bn_recalibration < 0:
+        if (isinstance(bn_recalibration, bool)
+                or not isinstance(bn_recalibration, (int, np.integer)) or bn_recalibration < 0):
             raise InvalidArgumentError(f"bn_recalibration must be a number of batches >= 0; "
                                        f"got {bn_recalibration!r}")
         if bn_recalibration and train_data is None:
             raise InvalidArgumentError("bn_recalibration > 0 needs train_data (batches from "
                                        "the training split to re-estimate BatchNorm on)")
+        if path not in PATHS:
+            raise InvalidArgumentError(f"path={path!r} is not known; choose one of "
+                                       f"{', '.join(PATHS)}")
+        if not isinstance(cache_size, (int, np.integer)) or cache_size < 0:
+            raise InvalidArgumentError(f"cache_size must be an integer >= 0; got {cache_size!r}")
         self.fn = fn
         self.device = torch.device(device)
-        self.batch_size = batch_size
-        self.num_threads = num_threads
-        self.bn_recalibration = bn_recalibration
-        self._cache = KeepCache(cache_size)
+        self.batch_size = int(batch_size)
+        self.num_threads = None if num_threads is None else int(num_threads)
+        self.bn_recalibration = int(bn_recalibration)
+        self.bn_batch_size = int(bn_batch_size)
+        self.path = path
+        self._cache = KeepCache(int(cache_size))
+        self._path_model: _PathModel | None = None
         self.evaluations = 0
+        self.physical_evaluations = 0
         self.x = self.y = None
         if fn is None or val_data is not None:
             x, y = as_tensors(val_data, "val_data")
@@ -160,7 +220,7 @@ class Evaluator:
         self.train_x = None
         if bn_recalibration:
             tx, _ = as_tensors(train_data, "train_data")
-            self.train_x = tx[: bn_recalibration * batch_size].to(self.device)
+            self.train_x = tx[: self.bn_recalibration * self.bn_batch_size].to(self.device)
 
     def check_model(self, model: nn.Module) -> None:
         """Raise DataError unless the model maps the validation data to finite class scores."""
@@ -188,11 +248,17 @@ class Evaluator:
             raise DataError("the model's outputs on val_data are not finite (NaN or inf); "
                             "check the weights and the input normalisation")
 
+    def recalibrate(self, model: nn.Module) -> None:
+        """Re-estimate ``model``'s BatchNorm statistics permanently, exactly as an evaluation
+        with ``bn_recalibration`` does (same batches), e.g. for an exported model."""
+        if self.train_x is not None:
+            recalibrate_batchnorm(model, self.train_x, self.bn_batch_size)
+
     def _recalibrate(self, model: nn.Module) -> list:
         """Re-estimate BatchNorm statistics; return what is needed to put them back."""
         saved = [(m, m.momentum, m.training, m.running_mean.clone(), m.running_var.clone(),
                   m.num_batches_tracked.clone()) for m in _batchnorms(model)]
-        recalibrate_batchnorm(model, self.train_x, self.batch_size)
+        recalibrate_batchnorm(model, self.train_x, self.bn_batch_size)
         return saved
 
     @staticmethod
@@ -206,7 +272,7 @@ class Evaluator:
                 m.num_batches_tracked.copy_(count)
 
     def evaluate(self, model: nn.Module) -> EvalResult:
-        """Evaluate ``model`` (left in eval mode, its statistics unchanged)."""
+        """Evaluate ``model`` in eval mode; its mode and BatchNorm statistics are put back."""
         self.evaluations += 1
         threads = torch.get_num_threads()
         if self.num_threads:
@@ -230,14 +296,36 @@ class Evaluator:
             model.train(was_training)
             torch.set_num_threads(threads)
 
+    def _physical(self, net, masks: list[np.ndarray]) -> tuple[bool, int]:
+        """Whether to evaluate ``masks`` pruned in place, and their MACs."""
+        macs = net.macs(masks)
+        if self.path != "auto" or macs >= net.base_macs:
+            return self.path == "physical" and macs < net.base_macs, macs
+        model = self._path_model
+        if model is None or model.net() is not net:
+            model = self._path_model = _PathModel(net, masks)
+        return model.physical(macs, net.base_macs), macs
+
     def evaluate_keep(self, net, keep, importance: str | None = None) -> EvalResult:
-        """Evaluate ``net`` masked to ``keep``, remembering results by keep state."""
+        """Evaluate ``net`` pruned to ``keep``, remembering results by keep state.
+
+        The working copy is pruned in place (or masked, when the cost model predicts that
+        is cheaper, see ``path``), evaluated, and put back.
+        """
         masks = net.masks(keep, importance)
         key = KeepCache.key(masks)
         hit = self._cache.get(key)
         if hit is not None:
             return hit
-        with net.masked(masks) as model:
+        net.model.to(self.device)  # before pruning, so that new tensors land there too
+        physical, macs = self._physical(net, masks)
+        context = net.pruned if physical else net.masked
+        start = time.perf_counter()
+        with context(masks) as model:
             result = self.evaluate(model)
+        if physical:
+            self.physical_evaluations += 1
+            if self._path_model is not None:
+                self._path_model.observe(time.perf_counter() - start, macs)
         self._cache.put(key, result)
         return result

@@ -22,6 +22,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from prune_gym import physical
 from prune_gym.cost import build_cost_model
 from prune_gym.errors import InvalidArgumentError, ModelAnalysisError
 from prune_gym.importance import channel_scores, check_criterion, ranking
@@ -425,25 +426,31 @@ class PrunableNetwork:
             self.restore()
 
     def _prune_copy(self, all_masks: list[np.ndarray]) -> nn.Module:
-        """A fresh copy of the original model with pruned channels physically removed.
-
-        Indices are gathered per layer dim across groups first: a dim fed by a
-        concatenation belongs to several groups and must be pruned once, in its original
-        index space.
-        """
+        """A fresh copy of the original model with pruned channels physically removed."""
         model = copy.deepcopy(self._template)
-        per_dim: dict[tuple[str, str], tuple[Callable, list[np.ndarray]]] = {}
-        for g, mask in zip(self.all_groups, all_masks):
-            if mask.all():
-                continue
-            pruned = ~mask
-            for m in g.members:
-                sel = m.target_idx[pruned[m.root_idx]]
-                if len(sel):
-                    per_dim.setdefault((m.module, m.kind), (m.handler, []))[1].append(sel)
-        for (name, _), (handler, parts) in per_dim.items():
-            handler(model.get_submodule(name), np.unique(np.concatenate(parts)).tolist())
+        physical.apply(model, physical.plan(self.all_groups, all_masks))
         return model
+
+    @contextmanager
+    def _pruned(self, all_masks: list[np.ndarray]):
+        """The working copy physically pruned to ``all_masks`` in place, restored on exit."""
+        self.restore()
+        with physical.pruned_in_place(self.model,
+                                      physical.plan(self.all_groups, all_masks)) as model:
+            yield model
+
+    @contextmanager
+    def pruned(self, keep, importance: str | None = None):
+        """``with net.pruned(keep) as model:`` the working copy, physically pruned in place.
+
+        Same network as ``export(keep)`` without the copy: the pruned layers get new,
+        smaller tensors and are put back on exit, so this costs about what masking costs
+        while the forward costs what the pruned network's does. Evaluate it (or
+        recalibrate BatchNorm, putting the statistics back); never train it: parameters
+        of unpruned layers are the working copy's own. Exiting the block restores it.
+        """
+        with self._pruned(self._all_masks(self.masks(keep, importance))) as model:
+            yield model
 
     def export(self, keep, importance: str | None = None) -> nn.Module:
         """A new, physically smaller ``nn.Module`` for ``keep``; the original is untouched.
