@@ -19,6 +19,7 @@ from prune_gym.data import (
     DataSplits,
     Split,
     default_cache_dir,
+    halve_test_split,
     load_cifar10_jpeg,
     load_cifar_pickle,
     load_digits,
@@ -323,3 +324,37 @@ def test_real_cifar10_jpeg_subset(cifar_cache) -> None:
     # max_val is a prefix of the full 1000-image validation split
     full_val = load_cifar10_jpeg(CIFAR10_JPEG, cifar_cache, max_train=10, max_test=10)
     assert len(full_val.val) == 1000 and torch.equal(full_val.val.x[:100], d.val.x)
+
+
+def test_validation_from_the_test_split_half(tmp_path) -> None:
+    archive = cifar_pickle_archive(tmp_path / "cifar-10-python.tar.gz")
+    d = load_cifar_pickle(archive, val_size=5, seed=0, val_from="test", mean=(0.0,),
+                          std=(1.0,))
+    assert (len(d.train), len(d.val), len(d.test)) == (300, 5, 10)  # all train, halves of 20
+    flat = {s: {tuple(x[1].flatten()[:64].tolist()) for x in getattr(d, s).x}
+            for s in ("val", "test")}
+    assert not flat["val"] & flat["test"]  # no image in both
+    other = load_cifar_pickle(archive, val_size=10, seed=3, val_from="test", mean=(0.0,),
+                              std=(1.0,))
+    # the test half is fixed by the data, not by the seed; the seed only reorders it
+    assert sorted(other.test.y.tolist()) == sorted(d.test.y.tolist())
+    assert {tuple(x[1].flatten()[:64].tolist()) for x in other.test.x} == flat["test"]
+    val_pool, test_pool = halve_test_split(np.arange(20) % 10)
+    assert np.bincount(val_pool % 10).tolist() == [1] * 10  # stratified
+    assert sorted(np.concatenate([val_pool, test_pool]).tolist()) == list(range(20))
+    with pytest.raises(DataError, match="val_size=11.*validation half"):
+        load_cifar_pickle(archive, val_size=11, val_from="test")
+    with pytest.raises(DataError, match="val_from='tset' must be one of"):
+        load_cifar_pickle(archive, val_from="tset")
+
+
+def test_truncated_or_corrupt_cifar_archive(tmp_path) -> None:
+    archive = cifar_pickle_archive(tmp_path / "cifar-10-python.tar.gz")
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    with pytest.raises(DataError, match="truncated or not a readable tar.*fetch it again"):
+        load_cifar_pickle(cut)
+    junk = tmp_path / "junk.tar.gz"
+    junk.write_bytes(b"\x1f\x8b" + bytes(range(256)) * 8)  # gzip magic, then garbage
+    with pytest.raises(DataError, match="truncated or not a readable tar"):
+        load_cifar_pickle(junk)

@@ -58,7 +58,7 @@ def test_trains_to_95_percent_and_caches(task, cache) -> None:
 
 
 def test_reloads_from_cache_and_retrain_ignores_it(task, cache, monkeypatch) -> None:
-    monkeypatch.setattr("prune_gym.tasks.train_digits_resnet",
+    monkeypatch.setattr("prune_gym.tasks.digits.train_digits_resnet",
                         lambda *a, **k: pytest.fail("retrained despite a cache"))
     again = make_task(NAME, cache_dir=cache, budget=0.3)
     assert again.metadata["from_cache"] is True and again.budget == 0.3
@@ -66,7 +66,7 @@ def test_reloads_from_cache_and_retrain_ignores_it(task, cache, monkeypatch) -> 
                     strict=True):
         assert torch.equal(a, b)
     calls = []
-    monkeypatch.setattr("prune_gym.tasks.train_digits_resnet",
+    monkeypatch.setattr("prune_gym.tasks.digits.train_digits_resnet",
                         lambda data, seed: calls.append(seed) or DigitsResNet().eval())
     make_task(NAME, cache_dir=cache, retrain=True)
     assert calls == [0]

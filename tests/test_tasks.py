@@ -51,7 +51,7 @@ def test_digits_task_trains_to_95_percent_and_caches(digits_task, digits_cache) 
 
 def test_digits_task_reloads_from_cache(digits_task, digits_cache, monkeypatch) -> None:
     monkeypatch.setenv("PRUNE_GYM_CACHE", digits_cache)
-    monkeypatch.setattr("prune_gym.tasks.train_digits_cnn",
+    monkeypatch.setattr("prune_gym.tasks.digits.train_digits_cnn",
                         lambda *a, **k: pytest.fail("retrained despite a cache"))
     again = make_task("digits-cnn-v0", budget=0.3)
     assert again.metadata["from_cache"] is True and again.budget == 0.3

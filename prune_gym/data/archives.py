@@ -12,6 +12,7 @@ import io
 import os
 import pickle
 import tarfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,17 @@ from prune_gym.data.splits import (
 )
 from prune_gym.errors import DataError, MissingDependencyError
 
-__all__ = ["load_cifar_pickle", "load_torchvision_dataset"]
+__all__ = ["CIFAR10_PYTHON", "load_cifar_pickle", "load_torchvision_dataset"]
+
+# The standard CIFAR-10 "python version" (what torchvision downloads). The sha256 is the one
+# Keras pins for this URL; the site itself publishes the md5 (kept for reference).
+CIFAR10_PYTHON: dict[str, str] = {
+    "url": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+    "sha256": "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
+    "md5": "c58f30108f718f92721af3b95e74349a",
+    "filename": "cifar-10-python.tar.gz",
+    "size": "170498071",
+}
 
 # (train files, test file, meta file, label key, class-names key) per layout.
 _LAYOUTS = {
@@ -67,23 +78,38 @@ def _unpickle(raw: bytes, name: str) -> dict[str, Any]:
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
 
 
+def _read_tar(tar: tarfile.TarFile) -> tuple[str, dict[str, bytes]] | None:
+    """(layout, {file name: bytes}) of the first CIFAR layout in ``tar``, or None.
+
+    Reads the whole archive, so a truncated one fails here, inside the caller's handler.
+    """
+    members = {m.name: m for m in tar.getmembers() if m.isfile()}
+    for layout in _LAYOUTS:
+        if any(name.startswith(layout + "/") for name in members):
+            return layout, {
+                name.split("/", 1)[1]: tar.extractfile(m).read()
+                for name, m in members.items()
+                if name.startswith(layout + "/")
+            }
+    return None
+
+
 def _reader(path: Path):
     """Return (layout name, read(filename) -> bytes) for a folder or a tar archive."""
     if path.is_file():
         try:
-            tar = tarfile.open(path, "r:*")
-        except (tarfile.TarError, OSError) as exc:
-            raise DataError(f"path={str(path)!r} is not a readable tar archive: {exc}") from exc
-        with tar:
-            members = {m.name: m for m in tar.getmembers() if m.isfile()}
-            for layout in _LAYOUTS:
-                if any(name.startswith(layout + "/") for name in members):
-                    contents = {
-                        name.split("/", 1)[1]: tar.extractfile(m).read()
-                        for name, m in members.items()
-                        if name.startswith(layout + "/")
-                    }
-                    return layout, contents.__getitem__, contents.__contains__
+            with tarfile.open(path, "r:*") as tar:
+                found = _read_tar(tar)
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+            raise DataError(
+                f"path={str(path)!r} is truncated or not a readable tar archive "
+                f"({type(exc).__name__}: {exc}); delete it and fetch it again (the standard "
+                f"CIFAR-10 archive is {CIFAR10_PYTHON['filename']}, sha256 "
+                f"{CIFAR10_PYTHON['sha256'][:12]}..., from {CIFAR10_PYTHON['url']})"
+            ) from exc
+        if found is not None:
+            layout, contents = found
+            return layout, contents.__getitem__, contents.__contains__
     elif path.is_dir():
         for layout in _LAYOUTS:
             folder = path if path.name == layout else path / layout
@@ -106,22 +132,27 @@ def load_cifar_pickle(
     max_test: int | None = None,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    val_from: str = "train",
 ) -> DataSplits:
     """CIFAR-10 or CIFAR-100 (fine labels) from the original pickle release.
 
     Args:
         path: ``cifar-10-batches-py`` / ``cifar-100-python`` folder, its parent, or the
             ``.tar.gz`` archive (read without extracting).
-        val_size: Images held out of train for validation (stratified, seeded).
+        val_size: Validation images (stratified, seeded).
         seed: Seed of the split and subsets.
         max_train: At most this many training images; None keeps all.
         max_val: At most this many validation images.
         max_test: At most this many test images.
         mean: Per-channel mean of [0, 1] pixels used for normalisation.
         std: Per-channel std used for normalisation.
+        val_from: ``"train"``: validation held out of the training images; ``"test"``:
+            drawn from one fixed half of the test split, the other half being the test
+            split (for models trained on all training images).
 
     Raises:
-        DataError: Not a CIFAR archive, missing batch files, or data/label count mismatch.
+        DataError: Not a CIFAR archive, a truncated or corrupt one, missing batch files,
+            or data/label count mismatch.
     """
     path = Path(path)
     layout, read, has = _reader(path)
@@ -160,9 +191,9 @@ def load_cifar_pickle(
         )
     indices = choose_indices(
         labels["train"], labels["test"], None, val_size=val_size, seed=seed,
-        max_train=max_train, max_val=max_val, max_test=max_test,
+        max_train=max_train, max_val=max_val, max_test=max_test, val_from=val_from,
     )
-    return build_splits(images, labels, indices, classes, mean, std)
+    return build_splits(images, labels, indices, classes, mean, std, val_from)
 
 
 def load_torchvision_dataset(

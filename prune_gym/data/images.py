@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from prune_gym.data.download import file_sha256
 from prune_gym.data.splits import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -31,7 +32,6 @@ from prune_gym.data.splits import (
     default_cache_dir,
 )
 from prune_gym.errors import DataError
-from prune_gym.models.checkpoints import file_sha256
 
 __all__ = ["load_cifar10_jpeg", "load_image_folder", "prepare_cifar10_jpeg"]
 
@@ -297,10 +297,13 @@ def load_cifar10_jpeg(
     max_test: int | None = None,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    val_from: str = "train",
 ) -> DataSplits:
     """CIFAR-10 from the JPEG archive, via the decoded cache (about a second once prepared).
 
-    The validation split is ``val_size`` images held out of train (stratified, seeded).
+    The validation split is ``val_size`` images held out of train (stratified, seeded),
+    or with ``val_from="test"`` drawn from one fixed half of the test split, the other
+    half being the test split.
     The full training split is about 600 MB as float32: use ``max_train`` when you only
     need a subset (e.g. for BatchNorm recalibration).
     """
@@ -313,6 +316,6 @@ def load_cifar10_jpeg(
         labels["val"] = np.load(entry / "val_y.npy")
     indices = choose_indices(
         labels["train"], labels["test"], labels.get("val"), val_size=val_size, seed=seed,
-        max_train=max_train, max_val=max_val, max_test=max_test,
+        max_train=max_train, max_val=max_val, max_test=max_test, val_from=val_from,
     )
-    return build_splits(images, labels, indices, classes, mean, std)
+    return build_splits(images, labels, indices, classes, mean, std, val_from)

@@ -1,9 +1,11 @@
 """Train/validation/test splits as tensors, and the seeded, stratified selection behind them.
 
 Every loader in :mod:`prune_gym.data` ends here, so all data sets share one contract:
-``x`` float32 NCHW (normalised), ``y`` int64, a validation split that is held out of the
-training images (never the test split: selecting or rewarding on test data would leak
-it), and split orders shuffled with the seed so any prefix is a fair, class-mixed sample.
+``x`` float32 NCHW (normalised), ``y`` int64, a validation split that never overlaps the
+test split (selecting or rewarding on test data would leak it) — held out of the training
+images, or, for models that were trained on all of them, taken from one fixed half of the
+test split while the other half is the test split — and split orders shuffled with the
+seed so any prefix is a fair, class-mixed sample.
 """
 
 from __future__ import annotations
@@ -18,7 +20,21 @@ import torch
 
 from prune_gym.errors import DataError
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "DataSplits", "Split", "default_cache_dir"]
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "VAL_SOURCES",
+    "DataSplits",
+    "Split",
+    "default_cache_dir",
+    "halve_test_split",
+]
+
+# Where the validation split comes from: held out of train, or from half of the test split.
+VAL_SOURCES = ("train", "test")
+# The test split is halved with this fixed seed, never the caller's, so that the test half
+# (what results are reported on) is the same images for every seed, run and machine.
+TEST_HALVES_SEED = 0
 
 # The normalisation the akamaster CIFAR checkpoints were trained with.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -133,6 +149,28 @@ def stratified_sample(labels: np.ndarray, n: int, rng: np.random.Generator) -> n
     return np.sort(np.concatenate(picked)) if picked else np.empty(0, dtype=np.int64)
 
 
+def halve_test_split(test_y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Split the test set into two fixed, class-stratified halves: (validation pool, test).
+
+    Used when a model was trained on every training image, so that no held-out training
+    image exists: validation then comes from the first half and results are reported on
+    the second, which selection and rewards never see. The halves depend only on the
+    labels (a fixed seed), not on any run's seed.
+    """
+    rng = np.random.default_rng(TEST_HALVES_SEED)
+    val_pool = stratified_sample(test_y, len(test_y) // 2, rng)
+    return val_pool, np.setdiff1d(np.arange(len(test_y)), val_pool)
+
+
+def check_val_from(val_from: str) -> str:
+    """Validate the ``val_from`` argument."""
+    if val_from not in VAL_SOURCES:
+        raise DataError(f"val_from={val_from!r} must be one of {VAL_SOURCES}: 'train' holds "
+                        "validation out of the training images, 'test' draws it from one "
+                        "fixed half of the test split and keeps the other half for testing")
+    return val_from
+
+
 def choose_indices(
     train_y: np.ndarray,
     test_y: np.ndarray,
@@ -143,6 +181,7 @@ def choose_indices(
     max_train: int | None = None,
     max_val: int | None = None,
     max_test: int | None = None,
+    val_from: str = "train",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pick train/val/test indices: validation held out of train unless ``val_y`` is given.
 
@@ -150,18 +189,35 @@ def choose_indices(
     which images form the validation split, and a smaller ``max_val`` gives a subset of the
     larger one. Returned orders are shuffled.
 
+    With ``val_from="test"`` (and no ``val_y``), validation is ``val_size`` images of the
+    first of the :func:`halve_test_split` and the test split is the second half; training
+    keeps every training image.
+
     Returns:
-        ``(train_idx, val_idx, test_idx)``; ``val_idx`` indexes ``train_y`` when ``val_y``
-        is None, else ``val_y``.
+        ``(train_idx, val_idx, test_idx)``; ``val_idx`` indexes ``val_y`` when given, else
+        ``test_y`` when ``val_from="test"``, else ``train_y``.
     """
     max_train = check_limit(max_train, "max_train")
     max_val = check_limit(max_val, "max_val")
     max_test = check_limit(max_test, "max_test")
+    check_val_from(val_from)
     rng_val, rng_train, rng_test, rng_order = (
         np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4)
     )
     all_train = np.arange(len(train_y))
-    if val_y is None:
+    test_pool = np.arange(len(test_y))
+    if val_y is not None:
+        val_idx, train_idx = np.arange(len(val_y)), all_train
+    elif val_from == "test":
+        val_pool, test_pool = halve_test_split(test_y)
+        if check_limit(val_size, "val_size") is None or val_size > len(val_pool):
+            raise DataError(
+                f"val_size={val_size!r} must be a positive int no larger than the "
+                f"{len(val_pool)} images of the test split's validation half (val_from='test')"
+            )
+        val_idx = val_pool[stratified_sample(test_y[val_pool], val_size, rng_val)]
+        train_idx = all_train
+    else:
         if check_limit(val_size, "val_size") is None or val_size >= len(train_y):
             raise DataError(
                 f"val_size={val_size!r} must be a positive int smaller than the "
@@ -169,8 +225,6 @@ def choose_indices(
             )
         val_idx = stratified_sample(train_y, val_size, rng_val)
         train_idx = np.setdiff1d(all_train, val_idx)
-    else:
-        val_idx, train_idx = np.arange(len(val_y)), all_train
 
     def limit(idx: np.ndarray, labels: np.ndarray, cap: int | None, rng) -> np.ndarray:
         if cap is None or cap >= len(idx):
@@ -182,7 +236,7 @@ def choose_indices(
     if max_val is not None:
         val_idx = val_idx[:max_val]
     train_idx = rng_order.permutation(limit(train_idx, train_y, max_train, rng_train))
-    test_idx = rng_order.permutation(limit(np.arange(len(test_y)), test_y, max_test, rng_test))
+    test_idx = rng_order.permutation(limit(test_pool, test_y, max_test, rng_test))
     return train_idx, val_idx, test_idx
 
 
@@ -224,10 +278,15 @@ def build_splits(
     classes: Sequence[str],
     mean: Sequence[float] | None,
     std: Sequence[float] | None,
+    val_from: str = "train",
 ) -> DataSplits:
-    """Turn uint8 NHWC arrays plus chosen indices into normalised splits."""
+    """Turn uint8 NHWC arrays plus chosen indices into normalised splits.
+
+    ``val_idx`` indexes ``images["val"]`` when there is one, else the split named by
+    ``val_from`` (as :func:`choose_indices` chose it).
+    """
     train_idx, val_idx, test_idx = indices
-    val_src = "val" if "val" in images else "train"
+    val_src = "val" if "val" in images else check_val_from(val_from)
     picked = {
         "train": (images["train"][train_idx], labels["train"][train_idx]),
         "val": (images[val_src][val_idx], labels[val_src][val_idx]),

@@ -8,10 +8,7 @@ are moved into place (so a half-written or tampered file is never used).
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from prune_gym.data.download import check_sha256_arg, download_file, file_sha256
 from prune_gym.errors import CheckpointError, InvalidArgumentError
 
 __all__ = [
@@ -164,24 +162,6 @@ def load_checkpoint(
     return model
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in chunks so large files need little memory."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _check_hash_arg(sha256: str) -> str:
-    sha = str(sha256).lower()
-    if len(sha) < 8 or len(sha) > 64 or any(c not in "0123456789abcdef" for c in sha):
-        raise InvalidArgumentError(
-            f"sha256={sha256!r} must be a hex digest (64 characters, or a prefix of at least 8)"
-        )
-    return sha
-
-
 def verify_sha256(path: str | os.PathLike, sha256: str) -> str:
     """Check that ``path`` has the given sha256 (full digest or a prefix of >= 8 hex chars).
 
@@ -191,7 +171,7 @@ def verify_sha256(path: str | os.PathLike, sha256: str) -> str:
     Raises:
         CheckpointError: The file is missing or its digest differs.
     """
-    expected = _check_hash_arg(sha256)
+    expected = check_sha256_arg(sha256)
     if not Path(path).is_file():
         raise CheckpointError(f"cannot verify {str(path)!r}: no such file")
     actual = file_sha256(path)
@@ -215,37 +195,4 @@ def download_checkpoint(
     Raises:
         CheckpointError: The download failed or the digest does not match.
     """
-    expected = _check_hash_arg(sha256)
-    dest = Path(dest)
-    if dest.is_file():
-        if file_sha256(dest).startswith(expected):
-            return dest
-        raise CheckpointError(
-            f"dest={str(dest)!r} already exists but its sha256 is not {expected}; "
-            "delete it (or choose another dest) and call again"
-        )
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
-    try:
-        digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-            for chunk in iter(lambda: resp.read(1 << 20), b""):
-                digest.update(chunk)
-                out.write(chunk)
-        actual = digest.hexdigest()
-        if not actual.startswith(expected):
-            raise CheckpointError(
-                f"sha256 mismatch for url={url!r}: expected {expected}, got {actual}; "
-                "the download is corrupt or the URL serves a different file (nothing was saved)"
-            )
-        os.replace(tmp, dest)
-    except CheckpointError:
-        raise
-    except Exception as exc:
-        raise CheckpointError(
-            f"could not download url={url!r} to {str(dest)!r}: {type(exc).__name__}: {exc}"
-        ) from exc
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dest
+    return download_file(url, dest, sha256, error=CheckpointError, timeout=timeout)
