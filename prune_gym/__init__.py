@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-from prune_gym import errors
+from prune_gym import errors, parallel  # noqa: F401 - parallel: worker-thread rules
 from prune_gym.errors import PruneGymError
 from prune_gym.network import ChannelGroup, PrunableNetwork
 
