@@ -57,7 +57,7 @@ class PruneEnv(gym.Env):
                  budget: float | None = None, constraint: str = "macs",
                  constraint_mode: str = "cmdp", reward: str = "accuracy",
                  importance: str = "l1", train_data=None, eval_samples: int | None = None,
-                 eval_batch_size: int = 500, bn_recalibration: int = 0,
+                 eval_batch_size: int = 500, bn_recalibration: int | None = None,
                  finetune_steps: int = 0, finetune_lr: float = 0.01,
                  finetune_batch_size: int = 64, evaluate=None, eval_cache: int = 4096,
                  obs_mode: str = "padded", max_nodes: int | None = None,
@@ -314,10 +314,19 @@ class PruneEnv(gym.Env):
         return "\n".join(lines) + "\n"
 
     def export(self):
-        """The physically pruned ``nn.Module`` of the current state (a new model)."""
+        """The physically pruned ``nn.Module`` of the current state (a new model, in eval mode).
+
+        Its BatchNorm statistics are re-estimated exactly as the environment's evaluation
+        does when ``bn_recalibration`` > 0, so the model scores what ``info["accuracy"]``
+        reported (without ``finetune_steps``: the short fine-tune is an evaluation device,
+        and a deployed model gets a proper one).
+        """
         if not self._started:
             raise EnvStateError(f"{self.env_id}: export() needs a state; call reset() first")
-        return self.net.export(self._keep_arg(), self.importance)
+        model = self.net.export(self._keep_arg(), self.importance)
+        if self.evaluator.bn_recalibration:
+            self.evaluator.recalibrate(model)
+        return model.eval()
 
     @property
     def keep(self) -> list[int]:

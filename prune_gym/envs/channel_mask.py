@@ -70,9 +70,10 @@ class ChannelMaskEnv(PruneEnv):
     All arguments are fixed for the life of the environment, so its spaces never change.
 
     ## Version History
-    - v0: initial release. Before any release, the observation gained the ``group`` key and
-      the constructor ``max_nodes``/``max_edges``/``max_groups``/``max_channels``, and
-      ``info`` gained ``signed_cost``; the id was kept.
+    - v0: initial release. Before any release: the observation gained the ``group`` key;
+      the constructor gained ``max_nodes``, ``max_edges``, ``max_groups`` and
+      ``max_channels``; ``info`` gained ``signed_cost``; BatchNorm recalibration became the
+      default where there is training data. The id was kept.
     """
 
     env_id = "ChannelMask-v0"

@@ -73,9 +73,10 @@ class DNNGraphEnv(PruneEnv):
     All arguments are fixed for the life of the environment, so its spaces never change.
 
     ## Version History
-    - v0: initial release. Before any release, the action width became ``max_groups``, the
-      observation gained the ``group`` key, the constructor ``max_nodes``/``max_edges``/
-      ``max_groups``, and ``info`` gained ``signed_cost``; the id was kept.
+    - v0: initial release. Before any release: the action width became ``max_groups``; the
+      observation gained the ``group`` key; the constructor gained ``max_nodes``,
+      ``max_edges`` and ``max_groups``; ``info`` gained ``signed_cost``; BatchNorm
+      recalibration became the default where there is training data. The id was kept.
     """
 
     env_id = "DNNGraph-v0"

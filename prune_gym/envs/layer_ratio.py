@@ -96,7 +96,10 @@ class LayerRatioEnv(PruneEnv):
     - ``importance``: channel order, ``"l1"`` (default), ``"l2"``, ``"taylor"``,
       ``"bn_scale"``, ``"random"``.
     - ``eval_samples`` (validation subset size), ``eval_batch_size``, ``bn_recalibration``
-      (training batches to re-estimate BatchNorm on), ``finetune_steps``, ``finetune_lr``,
+      (batches of 64 training images to re-estimate BatchNorm on before each evaluation;
+      default ``None``: 4 when there is training data, else 0. Without it a pruned network
+      keeps the unpruned statistics and scores near chance, so the reward says little: see
+      ``benchmarks/results/reward_signal.md``), ``finetune_steps``, ``finetune_lr``,
       ``finetune_batch_size`` (a short SGD fine-tune of a pruned copy before evaluation),
       ``evaluate`` (a callable ``fn(model) -> float`` replacing accuracy), ``eval_cache``.
     - ``obs_mode``: ``"padded"`` (default) or ``"graph"``. ``render_mode``: ``"ansi"``.
@@ -109,8 +112,9 @@ class LayerRatioEnv(PruneEnv):
 
     ## Version History
     - v0: initial release. Before any release, the observation gained the ``group`` key and
-      the constructor ``max_nodes``/``max_edges``/``max_groups``, and ``info`` gained
-      ``signed_cost``; the id was kept.
+      the constructor ``max_nodes``/``max_edges``/``max_groups``, ``info`` gained
+      ``signed_cost``, and BatchNorm recalibration became the default where there is
+      training data; the id was kept.
     """
 
     env_id = "LayerRatio-v0"

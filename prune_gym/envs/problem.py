@@ -22,6 +22,11 @@ from prune_gym.network import PrunableNetwork
 
 DEFAULT_TASK = "digits-cnn-v0"
 DEFAULT_BUDGET = 0.5
+# BatchNorm recalibration when training data is at hand (bn_recalibration=None): without
+# it, pruned states keep the unpruned statistics, score near chance and PPO learns states
+# worse than random ones; with 4 batches of 64 it beats them
+# (benchmarks/results/reward_signal.md).
+DEFAULT_BN_BATCHES = 4
 
 
 @dataclass
@@ -87,7 +92,7 @@ def _resolve_model(model) -> tuple[nn.Module | PrunableNetwork, object | None, s
 
 def build_problem(model, *, val_data, example_inputs, budget, importance: str,
                   train_data, eval_samples: int | None, eval_batch_size: int,
-                  bn_recalibration: int, evaluate: Callable | None, eval_cache: int,
+                  bn_recalibration: int | None, evaluate: Callable | None, eval_cache: int,
                   calibration_batch: int, seed: int) -> Problem:
     """Resolve the constructor arguments shared by all environments into a :class:`Problem`.
 
@@ -106,6 +111,8 @@ def build_problem(model, *, val_data, example_inputs, budget, importance: str,
         raise DataError("val_data is required: pass (x, y) tensors or a DataLoader of the "
                         "validation split (held out of training), or give model= a task name")
     train = as_tensors(train_data, "train_data") if train_data is not None else None
+    if bn_recalibration is None:
+        bn_recalibration = DEFAULT_BN_BATCHES if train is not None and evaluate is None else 0
     if bn_recalibration and train is None:
         raise InvalidArgumentError("bn_recalibration > 0 needs train_data (training batches to "
                                    "re-estimate BatchNorm statistics on)")
