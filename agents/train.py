@@ -1,0 +1,360 @@
+"""``agents.train``: the one entry point that the CLI, the benchmarks and users' scripts share.
+
+A run is a directory: ``config.json`` (what was asked, so a resume can check it),
+``progress.csv`` and TensorBoard events (SB3's logger), ``episodes.csv`` (one row per
+episode, through :class:`prune_gym.wrappers.EpisodeRecorder`), ``best.json`` (the best
+feasible keep state so far, with its accuracy), ``checkpoints/`` (the agent and, for
+algorithms trained under :class:`~agents.common.vec_env.LagrangianRewardWrapper`, the
+multiplier) and ``model.zip`` at the end. An interrupted run (Ctrl-C, a crash after a
+checkpoint) continues with ``resume=True``.
+
+Presets name the published setups (:data:`PRESETS`); anything a preset sets can be
+overridden by the matching argument.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import stable_baselines3
+import torch
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import CallbackList
+from stable_baselines3.common.logger import configure
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
+
+import prune_gym  # noqa: F401 - registers the environments
+from agents.common.callbacks import (
+    BestStateCallback,
+    RunCheckpointCallback,
+    write_json_atomic,
+)
+from prune_gym.errors import InvalidArgumentError, PruneGymError
+from prune_gym.wrappers import EpisodeRecorder
+
+__all__ = ["ALGORITHMS", "PRESETS", "Preset", "TrainResult", "algorithm", "load_agent", "train"]
+
+
+class RunDirectoryError(PruneGymError):
+    """A run directory cannot be used as asked (exists without resume, or made for another run)."""
+
+
+def _algorithms() -> dict[str, type[BaseAlgorithm]]:
+    """Algorithms by name (imported on demand: sb3-contrib and the Lagrangian PPOs)."""
+    from sb3_contrib import TQC, MaskablePPO
+    from stable_baselines3 import A2C, DDPG, PPO, SAC, TD3
+
+    from agents.ppo_lagrangian import MaskablePPOLagrangian, PPOLagrangian
+    from agents.recurrent import RecurrentPPO
+
+    return {"ppo": PPO, "a2c": A2C, "sac": SAC, "td3": TD3, "ddpg": DDPG, "tqc": TQC,
+            "maskable_ppo": MaskablePPO, "recurrent_ppo": RecurrentPPO,
+            "ppo_lagrangian": PPOLagrangian, "maskable_ppo_lagrangian": MaskablePPOLagrangian}
+
+
+ALGORITHMS = ("ppo", "a2c", "sac", "td3", "ddpg", "tqc", "maskable_ppo", "recurrent_ppo",
+              "ppo_lagrangian", "maskable_ppo_lagrangian")
+LAGRANGIAN_ALGORITHMS = ("ppo_lagrangian", "maskable_ppo_lagrangian")
+
+
+def algorithm(name: str | type[BaseAlgorithm]) -> type[BaseAlgorithm]:
+    """The algorithm class for a name in :data:`ALGORITHMS` (a class passes through)."""
+    if isinstance(name, type) and issubclass(name, BaseAlgorithm):
+        return name
+    table = _algorithms()
+    if name not in table:
+        raise InvalidArgumentError(f"algo={name!r} is not a known algorithm; choose one of "
+                                   f"{', '.join(ALGORITHMS)} (or pass an SB3 algorithm class)")
+    return table[name]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A published setup: environment, algorithm, policy and their hyper-parameters."""
+
+    env_id: str
+    algo: str
+    policy: str
+    description: str
+    policy_kwargs: dict[str, Any] = field(default_factory=dict)
+    algo_kwargs: dict[str, Any] = field(default_factory=dict)
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    n_envs: int = 1
+
+
+def _extractor(name: str):
+    from agents.common import torch_layers
+
+    return getattr(torch_layers, name)
+
+
+# Every constrained preset drives its multiplier with the signed margin (metric / limit - 1)
+# against a limit of 0, so that lambda falls again when the agent prunes far past the budget.
+_SIGNED = {"cost_key": "signed_cost", "cost_limit": 0.0}
+
+PRESETS: dict[str, Preset] = {
+    # GNN-RL (Yu et al., ICML 2022; yusx-swapp/GNN-RL-Model-Compression, parameter.py and
+    # lib/RL/agent.py): m-GNN encoder, PPO with clip 0.2, 10 epochs per update (the code's
+    # K_epochs; the paper says 20), Adam 3e-4, gamma 0.99, entropy 0.01, Monte Carlo returns
+    # (gae_lambda 1), an update every 100 steps, 5 steps per episode, Gaussian std 0.5 (fixed
+    # there; learned from log(0.5) here). Our choices: PPO-Lagrangian on the signed cost in
+    # place of the code's -100 on failure, and minibatches of 50.
+    "gnnrl": Preset(
+        "DNNGraph-v0", "ppo_lagrangian", "MultiInputPolicy",
+        "GNN-RL: m-GNN + PPO on DNNGraph-v0 (whole-network ratios, 5 steps)",
+        policy_kwargs={"features_extractor": "MultiStageGNNExtractor",
+                       "net_arch": {"pi": [200], "vf": [200]}, "log_std_init": math.log(0.5)},
+        algo_kwargs={"n_steps": 100, "batch_size": 50, "n_epochs": 10, "learning_rate": 3e-4,
+                     "gamma": 0.99, "gae_lambda": 1.0, "clip_range": 0.2, "ent_coef": 0.01,
+                     "vf_coef": 0.5, **_SIGNED},
+        env_kwargs={"max_steps": 5}),
+    # Balemans et al. 2025 (arXiv 2509.10526): a GAT over the layer graph, binary per-channel
+    # actions, a CMDP with a compression constraint and a self-competition reward. The
+    # abstract gives no hyper-parameters: SB3's PPO defaults (lr 3e-4, clip 0.2, gamma 0.99,
+    # GAE 0.95) with rollouts of 256 steps and minibatches of 64 are our choice.
+    "balemans": Preset(
+        "ChannelMask-v0", "maskable_ppo_lagrangian", "MultiInputPolicy",
+        "Balemans et al.: GAT + MaskablePPO-Lagrangian on ChannelMask-v0, self-competition",
+        policy_kwargs={"features_extractor": "GATExtractor"},
+        algo_kwargs={"n_steps": 256, "batch_size": 64, "n_epochs": 10, "learning_rate": 3e-4,
+                     **_SIGNED},
+        env_kwargs={"reward": "self_competition"}),
+    # Malik et al. (MuhammadUmairHaider/Neural-Network-Pruning-Through-Constrained-
+    # Reinforcement-Learning, e328ede): PPO-Lagrangian with separate [32, 32] MLPs, n_steps
+    # 128 on 2 envs, batch 64, 10 epochs, lr 3e-4, clip 0.2, target_kl 0.1, GAE 0.95, cost
+    # GAE 1.0, gradient norm 0.5; their dual starts at 1.
+    "malik": Preset(
+        "LayerRatio-v0", "ppo_lagrangian", "MultiInputPolicy",
+        "Malik et al.: PPO-Lagrangian with small MLPs on LayerRatio-v0",
+        policy_kwargs={"net_arch": {"pi": [32, 32], "vf": [32, 32]}},
+        algo_kwargs={"n_steps": 128, "batch_size": 64, "n_epochs": 10, "learning_rate": 3e-4,
+                     "clip_range": 0.2, "target_kl": 0.1, "gae_lambda": 0.95,
+                     "cost_gae_lambda": 1.0, "max_grad_norm": 0.5, **_SIGNED,
+                     "lagrangian_kwargs": {"lambda_init": 1.0}},
+        n_envs=2),
+}
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or resumed and finished) run left behind."""
+
+    run_dir: Path | None
+    model: BaseAlgorithm
+    env: VecEnv
+    best: dict[str, Any] | None
+    config: dict[str, Any]
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-able description of an argument (models and callables by their type name)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, type):
+        return f"{value.__module__}.{value.__qualname__}"
+    return f"<{type(value).__module__}.{type(value).__qualname__}>"
+
+
+def _env_factory(env_id: str, env_kwargs: dict, seed: int, rank: int,
+                 record: Path | None) -> Callable[[], gym.Env]:
+    def make() -> gym.Env:
+        import prune_gym  # noqa: F401 - registers the ids in a worker process
+
+        env = gym.make(env_id, **{**env_kwargs, "seed": seed + rank})
+        if record is not None:
+            name = "episodes.csv" if rank == 0 else f"episodes-{rank}.csv"
+            env = EpisodeRecorder(env, record / name)
+        return Monitor(env)
+    return make
+
+
+def _check_resume(run_dir: Path, config: dict) -> None:
+    saved = json.loads((run_dir / "config.json").read_text())
+    for key in ("env_id", "algo", "preset", "policy"):
+        if saved.get(key) != config.get(key):
+            raise RunDirectoryError(
+                f"run_dir={str(run_dir)!r} was made for {key}={saved.get(key)!r}, not "
+                f"{config.get(key)!r}; resume it with the same {key}, or use a new run_dir")
+
+
+def load_agent(path: str | Path, env: gym.Env | VecEnv, algo: str | type[BaseAlgorithm],
+               **kwargs) -> BaseAlgorithm:
+    """Load a saved agent onto ``env``, naming the space that differs if it does not fit."""
+    cls = algorithm(algo)
+    try:
+        return cls.load(path, env=env, **kwargs)
+    except ValueError as exc:
+        text = str(exc)
+        if "spaces do not match" in text:
+            which = "observation_space" if "Observation" in text else "action_space"
+            raise InvalidArgumentError(
+                f"the checkpoint {str(path)!r} was trained on another {which} than env's "
+                f"({text}); load it into an env built with the same network sizes (max_nodes, "
+                "max_edges, max_groups, max_channels) and options") from exc
+        raise
+
+
+def _resolve(env_id, algo, preset, policy, policy_kwargs, algo_kwargs, env_kwargs, n_envs):
+    if preset is not None:
+        if preset not in PRESETS:
+            raise InvalidArgumentError(f"preset={preset!r} is not known; choose one of "
+                                       f"{', '.join(PRESETS)}")
+        p = PRESETS[preset]
+        if env_id is not None and env_id != p.env_id:
+            raise InvalidArgumentError(f"preset={preset!r} runs on {p.env_id}, not "
+                                       f"env_id={env_id!r}; drop env_id or the preset")
+        env_id, algo = p.env_id, algo or p.algo
+        policy = policy or p.policy
+        policy_kwargs = {**p.policy_kwargs, **(policy_kwargs or {})}
+        algo_kwargs = {**p.algo_kwargs, **(algo_kwargs or {})}
+        env_kwargs = {**p.env_kwargs, **(env_kwargs or {})}
+        n_envs = n_envs or p.n_envs
+    if env_id not in prune_gym.ENV_IDS:
+        raise InvalidArgumentError(f"env_id={env_id!r} is not a prune-gym environment; choose "
+                                   f"one of {', '.join(prune_gym.ENV_IDS)} (or a preset)")
+    if algo is None:
+        raise InvalidArgumentError(f"algo is required without a preset; choose one of "
+                                   f"{', '.join(ALGORITHMS)}")
+    return (env_id, algo, policy or "MultiInputPolicy", dict(policy_kwargs or {}),
+            dict(algo_kwargs or {}), dict(env_kwargs or {}), n_envs or 1)
+
+
+def train(env_id: str | None = None, algo: str | type[BaseAlgorithm] | None = None, *,
+          preset: str | None = None, total_timesteps: int = 2048,
+          env_kwargs: dict | None = None, algo_kwargs: dict | None = None,
+          policy: str | type | None = None, policy_kwargs: dict | None = None, seed: int = 0,
+          n_envs: int | None = None, vec_env: str = "dummy", run_dir: str | Path | None = None,
+          checkpoint_every: int | None = None, resume: bool = False,
+          lagrangian_wrapper: dict | None = None, callback=None, progress_bar: bool = False,
+          device: str = "cpu", verbose: int = 0) -> TrainResult:
+    """Train an agent on a prune-gym environment, leaving a run directory.
+
+    Args:
+        env_id: one of ``prune_gym.ENV_IDS`` (or given by ``preset``).
+        algo: a name in :data:`ALGORITHMS` or an SB3 algorithm class.
+        preset: a name in :data:`PRESETS` (``gnnrl``, ``balemans``, ``malik``).
+        total_timesteps: environment steps in all (a resume trains up to this total).
+        env_kwargs: passed to ``gym.make`` (``model=``, ``budget=``, ...; default the
+            embedded digits task).
+        algo_kwargs, policy, policy_kwargs: for the algorithm. ``policy_kwargs`` may name a
+            ``features_extractor`` (``"GATExtractor"``, ``"MultiStageGNNExtractor"``) with its
+            ``features_extractor_kwargs``.
+        seed: seeds the algorithm and the environments (worker ``i`` gets ``seed + i``).
+        n_envs, vec_env: number of environments and ``"dummy"`` or ``"subproc"``.
+        run_dir: the run directory (None: nothing written).
+        checkpoint_every: timesteps between checkpoints (default: only at the end and on
+            interruption).
+        resume: continue the run in ``run_dir`` from its last checkpoint.
+        lagrangian_wrapper: for algorithms without a built-in multiplier, train on
+            ``r - lambda * c`` through :class:`~agents.common.vec_env.LagrangianRewardWrapper`
+            with these arguments (e.g. ``{"cost_key": "signed_cost", "cost_limit": 0.0}``).
+        callback: an SB3 callback (or list) run after the run's own.
+        progress_bar: SB3's progress bar.
+
+    Raises:
+        InvalidArgumentError: unknown names, or a checkpoint whose spaces differ from the env's.
+        RunDirectoryError: ``run_dir`` holds another run (or any run, without ``resume``).
+    """
+    env_id, algo_name, policy, policy_kwargs, algo_kwargs, env_kwargs, n_envs = _resolve(
+        env_id, algo, preset, policy, policy_kwargs, algo_kwargs, env_kwargs, n_envs)
+    cls = algorithm(algo_name)
+    if isinstance(total_timesteps, bool) or not isinstance(total_timesteps, int) \
+            or total_timesteps < 1:
+        raise InvalidArgumentError(f"total_timesteps must be a positive integer; got "
+                                   f"{total_timesteps!r}")
+    if vec_env not in ("dummy", "subproc"):
+        raise InvalidArgumentError(f"vec_env={vec_env!r}; choose 'dummy' or 'subproc'")
+    if lagrangian_wrapper is not None and algo_name in LAGRANGIAN_ALGORITHMS:
+        raise InvalidArgumentError(f"algo={algo_name!r} has its own multiplier; "
+                                   "lagrangian_wrapper is for the other algorithms")
+    extractor = policy_kwargs.pop("features_extractor", None)
+    if isinstance(extractor, str):
+        policy_kwargs["features_extractor_class"] = _extractor(extractor)
+    elif extractor is not None:
+        policy_kwargs["features_extractor_class"] = extractor
+    config = {
+        "env_id": env_id, "algo": algo_name if isinstance(algo_name, str) else _plain(cls),
+        "preset": preset, "policy": _plain(policy), "policy_kwargs": _plain(policy_kwargs),
+        "algo_kwargs": _plain(algo_kwargs), "env_kwargs": _plain(env_kwargs),
+        "total_timesteps": total_timesteps, "seed": seed, "n_envs": n_envs, "vec_env": vec_env,
+        "lagrangian_wrapper": _plain(lagrangian_wrapper),
+        "versions": {"prune_gym": prune_gym.__version__,
+                     "stable_baselines3": stable_baselines3.__version__,
+                     "torch": torch.__version__, "python": platform.python_version()},
+    }
+    path = Path(run_dir) if run_dir is not None else None
+    checkpoint = None
+    if path is not None:
+        if (path / "config.json").is_file():
+            if not resume:
+                raise RunDirectoryError(f"run_dir={str(path)!r} already holds a run; pass "
+                                        "resume=True to continue it, or choose a new run_dir")
+            _check_resume(path, config)
+            found = path / "checkpoints" / "latest.zip"
+            checkpoint = found if found.is_file() else None
+        elif resume:
+            raise RunDirectoryError(f"run_dir={str(path)!r} holds no run to resume "
+                                    "(no config.json); start it without resume=True")
+        else:
+            path.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(config, path / "config.json")
+
+    factories = [_env_factory(env_id, env_kwargs, seed, i, path) for i in range(n_envs)]
+    venv: VecEnv = SubprocVecEnv(factories) if vec_env == "subproc" else DummyVecEnv(factories)
+    wrapper = None
+    if lagrangian_wrapper is not None:
+        from agents.common.vec_env import LagrangianRewardWrapper
+
+        saved = path / "checkpoints" / "lagrangian.pkl" if path is not None else None
+        if checkpoint is not None and saved is not None and saved.is_file():
+            wrapper = LagrangianRewardWrapper.load(saved, venv)
+        else:
+            wrapper = LagrangianRewardWrapper(venv, **lagrangian_wrapper)
+        venv = wrapper
+    try:
+        if checkpoint is not None:
+            model = load_agent(checkpoint, venv, cls, device=device)
+        else:
+            model = cls(policy, venv, policy_kwargs=policy_kwargs or None, seed=seed,
+                        device=device, verbose=verbose, **algo_kwargs)
+        best = BestStateCallback(path / "best.json" if path is not None else None)
+        callbacks, saver = [best], None
+        if path is not None:
+            model.set_logger(configure(str(path), ["csv", "tensorboard"]
+                                       + (["stdout"] if verbose else [])))
+            saver = RunCheckpointCallback(path, checkpoint_every or math.inf, wrapper)
+            callbacks.append(saver)
+        if callback is not None:
+            callbacks.extend(callback if isinstance(callback, list) else [callback])
+        remaining = total_timesteps - model.num_timesteps
+        try:
+            if remaining > 0:
+                model.learn(remaining, callback=CallbackList(callbacks),
+                            reset_num_timesteps=checkpoint is None, progress_bar=progress_bar)
+        except KeyboardInterrupt:
+            if saver is not None:
+                saver.save()
+            raise
+        if saver is not None:
+            saver.save()
+            model.save(path / "model.zip")
+    except BaseException:
+        venv.close()
+        raise
+    return TrainResult(path, model, venv, best.best, config)
+
