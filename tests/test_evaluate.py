@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -125,3 +126,80 @@ def test_bad_arguments(kwargs, error, match, data):
     val = kwargs.pop("val_data")
     with pytest.raises(error, match=match):
         Evaluator(val, **kwargs)
+
+
+# -- the physically pruned network: same results, less work ------------------------------
+@pytest.fixture(scope="module", params=["digits-cnn-v0", "digits-resnet-v0"])
+def real(request):
+    """An embedded task's trained model, its analysed network and its splits."""
+    from prune_gym.tasks import make_task
+
+    task = make_task(request.param)
+    net = PrunableNetwork(task.model, task.example_inputs)
+    return task, net
+
+
+def _keeps(net, n=4, seed=0):
+    gen = np.random.default_rng(seed)
+    keeps = [[int(gen.integers(1, g.size + 1)) for g in net.groups] for _ in range(n)]
+    keeps.append([max(1, g.size // 4) for g in net.groups])
+    keeps.append([[int(i) for i in gen.choice(g.size, max(1, g.size // 2), replace=False)]
+                  for g in net.groups])
+    return keeps
+
+
+@pytest.mark.parametrize("recalibration", [0, 3])
+def test_physical_evaluation_equals_masked_evaluation(real, recalibration):
+    task, net = real
+    kwargs = dict(train_data=task.data.train.as_tuple(), bn_recalibration=recalibration,
+                  bn_batch_size=32, batch_size=100, cache_size=0)
+    masked = Evaluator(task.val_data, path="masked", **kwargs)
+    physical = Evaluator(task.val_data, path="physical", **kwargs)
+    before = {k: v.clone() for k, v in net.model.state_dict().items()}
+    for keep in _keeps(net):
+        a, b = masked.evaluate_keep(net, keep), physical.evaluate_keep(net, keep)
+        assert a.accuracy == b.accuracy, keep
+        assert a.loss == pytest.approx(b.loss, rel=1e-5, abs=1e-6), keep
+    assert masked.physical_evaluations == 0
+    assert physical.physical_evaluations == physical.evaluations == len(_keeps(net))
+    after = net.model.state_dict()  # working copy, BN statistics included, as it was
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    # and both equal the exported model, recalibrated the same way, evaluated plainly
+    keep = _keeps(net)[-2]
+    exported = net.export(keep)
+    physical.recalibrate(exported)
+    plain = Evaluator(task.val_data, batch_size=100).evaluate(exported)
+    assert plain.accuracy == physical.evaluate_keep(net, keep).accuracy
+
+
+def test_auto_path_prunes_when_it_pays_and_agrees_with_masking(real):
+    task, net = real
+    auto = Evaluator(task.val_data, cache_size=0)
+    masked = Evaluator(task.val_data, path="masked", cache_size=0)
+    small = [max(1, g.size // 4) for g in net.groups]  # a quarter of the channels or less
+    assert auto.evaluate_keep(net, small).accuracy == masked.evaluate_keep(net, small).accuracy
+    assert auto.physical_evaluations == 1  # the first pruned state is run physically
+    full = [g.size for g in net.groups]  # nothing pruned: nothing to gain
+    assert auto.evaluate_keep(net, full) == masked.evaluate_keep(net, full)
+    assert auto.physical_evaluations == 1 and auto.evaluations == 2
+
+
+def test_recalibration_uses_its_own_batches_not_the_eval_batch_size(model, data):
+    x, y = data
+    shifted = (x * 3 + 1, y)
+    kwargs = dict(train_data=shifted, bn_recalibration=2, bn_batch_size=50)
+    small, large = Evaluator(shifted, batch_size=7, **kwargs), Evaluator(shifted, **kwargs)
+    assert len(small.train_x) == len(large.train_x) == 100
+    a, b = small.evaluate(model), large.evaluate(model)
+    assert a.accuracy == b.accuracy and a.loss == pytest.approx(b.loss, rel=1e-5)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(bn_batch_size=0), "bn_batch_size"),
+    (dict(path="fastest"), "path"),
+    (dict(cache_size=-1), "cache_size"),
+])
+def test_bad_evaluation_settings(kwargs, match, data):
+    with pytest.raises(InvalidArgumentError, match=match):
+        Evaluator(data, **kwargs)

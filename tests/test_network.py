@@ -86,9 +86,36 @@ def test_masked_equals_physical_and_cost_is_exact(analysed):
         with net.masked(keep) as masked, torch.no_grad():
             masked_out = masked(x)
         torch.testing.assert_close(masked_out, out, rtol=1e-3, atol=1e-4)
-        assert sum(p.numel() for p in pruned.parameters()) < sum(
-            p.numel() for p in model.parameters()) or all(k == g.size for k, g in zip(
-                keep, net.groups) if isinstance(k, int))
+        # fewer parameters exactly when some channel goes (every group owns parameters)
+        assert (params < net.base_params) == (not all(m.all() for m in net.masks(keep)))
+
+
+def test_pruned_in_place_is_the_exported_network_and_is_undone(analysed):
+    name, model, x, before, net = analysed
+    working = {n: (p, p.detach().clone()) for n, p in net.model.named_parameters()}
+    buffers = {n: b.clone() for n, b in net.model.named_buffers()}
+    shapes = {n: dict(vars(m)) for n, m in net.model.named_modules()}
+    for keep in _random_keeps(net, 2, seed=1):
+        exported = net.export(keep).eval()
+        with torch.no_grad():
+            expected = exported(x)
+        with net.pruned(keep) as pruned:
+            out, macs, params = measure(pruned, (x,))
+            assert (macs, params) == (net.macs(keep), net.params(keep))
+            assert [tuple(p.shape) for p in pruned.parameters()] == [
+                tuple(p.shape) for p in exported.parameters()]
+        torch.testing.assert_close(out, expected, rtol=0, atol=0)
+        # put back: the very same tensors, values, buffers and layer attributes
+        for n, p in net.model.named_parameters():
+            assert p is working[n][0] and torch.equal(p, working[n][1]), (name, n)
+        assert all(torch.equal(b, buffers[n]) for n, b in net.model.named_buffers())
+        assert {n: dict(vars(m)) for n, m in net.model.named_modules()} == shapes
+    with pytest.raises(KeepStateError, match="entries"), net.pruned([1]):
+        pass
+    with net.pruned([1 for _ in net.groups]):
+        with pytest.raises(RuntimeError, match="boom"):  # an error inside: still put back
+            raise RuntimeError("boom")
+    assert all(p is working[n][0] for n, p in net.model.named_parameters())
 
 
 def test_full_keep_prices_the_original_model(analysed):
