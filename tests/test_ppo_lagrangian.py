@@ -148,6 +148,24 @@ def test_cost_head_reads_the_critic_latent() -> None:
                                 policy.cost_value_net(latent).flatten())
 
 
+def test_with_lambda_held_at_zero_it_is_plain_ppo() -> None:
+    """lambda 0 (and no cost-value loss): the same update as SB3's PPO, parameter for
+    parameter, when a rollout is one minibatch (SB3 standardises per minibatch, we per
+    rollout)."""
+    kwargs = {"n_steps": 48, "batch_size": 48, "n_epochs": 3, "seed": 3, "device": "cpu"}
+    ppo = PPO("MlpPolicy", RiskyChoices(), **kwargs)
+    ppo.learn(144)  # (seeding is at construction: each is built just before it learns)
+    ours = PPOLagrangian("MlpPolicy", RiskyChoices(), cost_vf_coef=0.0,
+                         lagrangian_kwargs={"lambda_init": 0.0, "lr": 0.0}, **kwargs)
+    ours.learn(144)
+    np.testing.assert_array_equal(ours.rollout_buffer.actions, ppo.rollout_buffer.actions)
+    assert ours.lagrange_multiplier == 0.0 and ours.lagrange.updates == 3
+    theirs = ppo.policy.state_dict()
+    for name, value in ours.policy.state_dict().items():
+        if not name.startswith("cost_value_net"):
+            th.testing.assert_close(value, theirs[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
 # -- the toy CMDP: the constraint is met, plain PPO's is not ---------------------------------
 @pytest.fixture(scope="module")
 def plain_ppo():

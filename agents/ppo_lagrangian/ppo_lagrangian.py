@@ -180,12 +180,16 @@ class LagrangianMixin:
             raise InvalidArgumentError(
                 f"{type(self).__name__} needs an actor-critic policy with a value_net (a cost "
                 f"head is put beside it); got {type(policy).__name__}")
-        head = copy.deepcopy(policy.value_net)
-        for module in head.modules():
-            if hasattr(module, "reset_parameters"):
-                module.reset_parameters()
-        if getattr(policy, "ortho_init", False):
-            head.apply(partial(policy.init_weights, gain=1))  # as SB3 initialises value_net
+        # initialised on a forked RNG: the base algorithm's random stream (action sampling,
+        # minibatches) stays exactly the one it would be without the cost head
+        cuda = [self.device] if self.device.type == "cuda" else []
+        with th.random.fork_rng(devices=cuda):
+            head = copy.deepcopy(policy.value_net)
+            for module in head.modules():
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+            if getattr(policy, "ortho_init", False):
+                head.apply(partial(policy.init_weights, gain=1))  # as SB3 does for value_net
         policy.cost_value_net = head
         # the optimizer was built before the head existed
         policy.optimizer = policy.optimizer_class(policy.parameters(), lr=self.lr_schedule(1),
@@ -295,7 +299,8 @@ class LagrangianMixin:
         buffer = self.rollout_buffer
         # statistics over the whole rollout (OmniSafe), not per minibatch
         reward_mean = float(np.mean(buffer.advantages))
-        reward_std = float(np.std(buffer.advantages))
+        reward_std = float(np.std(buffer.advantages, ddof=1)) if buffer.advantages.size > 1 \
+            else 1.0  # ddof=1 as torch's std, which SB3 uses per minibatch
         cost_mean = float(np.mean(buffer.cost_advantages))
 
         logs: dict[str, list[float]] = {k: [] for k in (
