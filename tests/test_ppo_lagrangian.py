@@ -23,7 +23,7 @@ from agents.common.buffers import (
     MaskableCostRolloutBuffer,
 )
 from agents.ppo_lagrangian import MaskablePPOLagrangian, PPOLagrangian
-from agents.ppo_lagrangian.ppo_lagrangian import lagrangian_advantage
+from agents.ppo_lagrangian.cost_critic import lagrangian_advantage
 from prune_gym.errors import InvalidArgumentError, PruneGymError
 
 

@@ -53,7 +53,7 @@ RULE_DEFAULTS: dict[str, dict[str, Any]] = {
 STATE_VERSION = 1
 
 
-def _number(name: str, value: Any, *, low: float = 0.0, high: float = math.inf,
+def check_number(name: str, value: Any, *, low: float = 0.0, high: float = math.inf,
             low_open: bool = False, hint: str = "") -> float:
     """``value`` as a finite float in ``[low, high]`` (or ``(low, high]``), else a clear error."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
@@ -97,14 +97,14 @@ class Lagrangian:
                 f"lagrangian_kwargs {unknown} are not arguments of the {rule!r} rule; it takes "
                 f"lambda_init, lambda_max and {sorted(RULE_DEFAULTS[rule])}")
         self.rule = rule
-        self.cost_limit = _number("cost_limit", cost_limit)
-        self.lambda_max = _number("lambda_max", lambda_max, low_open=True)
-        self.lambda_init = _number("lambda_init", lambda_init, high=self.lambda_max,
+        self.cost_limit = check_number("cost_limit", cost_limit)
+        self.lambda_max = check_number("lambda_max", lambda_max, low_open=True)
+        self.lambda_init = check_number("lambda_init", lambda_init, high=self.lambda_max,
                                    hint=" (between 0 and lambda_max)")
         options = {**RULE_DEFAULTS[rule], **rule_kwargs}
         self.updates = 0
         if rule == "gradient":
-            self.lr = _number("lr", options["lr"])
+            self.lr = check_number("lr", options["lr"])
             if options["optimizer"] not in OPTIMIZERS:
                 raise InvalidArgumentError(f"optimizer={options['optimizer']!r} is unknown; use "
                                            f"one of {sorted(OPTIMIZERS)}")
@@ -115,8 +115,8 @@ class Lagrangian:
             self._optimizer = OPTIMIZERS[self.optimizer_name]([self._param], lr=self.lr)
         else:
             for gain in ("kp", "ki", "kd"):
-                setattr(self, gain, _number(gain, options[gain]))
-            self.ema = _number("ema", options["ema"], high=1.0)
+                setattr(self, gain, check_number(gain, options[gain]))
+            self.ema = check_number("ema", options["ema"], high=1.0)
             if self.ema == 1.0:
                 raise InvalidArgumentError("ema=1.0 would never move the P and D averages; use "
                                            "a number in [0, 1), e.g. 0.95")
@@ -155,7 +155,7 @@ class Lagrangian:
         Returns:
             The new ``lambda``.
         """
-        cost = _number("mean_episode_cost", mean_episode_cost, low=-math.inf)
+        cost = check_number("mean_episode_cost", mean_episode_cost, low=-math.inf)
         error = cost - self.cost_limit
         if self.rule == "gradient":
             # ascent on lambda * (J_c - d) is descent on its negative

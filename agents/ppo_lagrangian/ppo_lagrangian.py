@@ -13,7 +13,8 @@ What it adds to PPO, following OmniSafe's PPOLag (facts from its code, our imple
   cost of the *episodes that ended in it* (not the per-step mean); no episode, no update.
   ``lambda`` and its rule's state are saved and loaded with the model.
 
-The overrides are ``_setup_model`` (cost buffer, cost head, multiplier), ``collect_rollouts``
+The overrides are ``_setup_model`` (cost buffer, cost head from
+:mod:`agents.ppo_lagrangian.cost_critic`, multiplier), ``collect_rollouts``
 (SB3's, then the cost values in one batched pass and cost GAE), ``_update_info_buffer``
 (where SB3 hands over each step's ``infos``: the costs are read there, so SB3's and
 sb3-contrib's rollout loops are used unchanged) and ``train``. ``train`` is ours because the
@@ -24,12 +25,8 @@ keys.
 
 from __future__ import annotations
 
-import copy
 from collections import deque
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -48,7 +45,13 @@ from agents.common.buffers import (
     MaskableCostDictRolloutBuffer,
     MaskableCostRolloutBuffer,
 )
-from agents.common.lagrangian import Lagrangian, _number, costs_from_infos
+from agents.common.lagrangian import Lagrangian, check_number, costs_from_infos
+from agents.ppo_lagrangian.cost_critic import (
+    add_cost_head,
+    cost_values,
+    critic_latent,
+    lagrangian_advantage,
+)
 from prune_gym.errors import InvalidArgumentError
 
 
@@ -59,45 +62,6 @@ class _RolloutCosts:
     buffer: CostBufferMixin
     finished: list[float] = field(default_factory=list)  # costs of episodes ended in it
     truncated: list[tuple[int, int, Any]] = field(default_factory=list)  # (pos, env, obs)
-
-
-def lagrangian_advantage(reward_adv: th.Tensor, cost_adv: th.Tensor, lam: float, *,
-                         reward_mean: float, reward_std: float | None, cost_mean: float
-                         ) -> th.Tensor:
-    """``(A_r - lambda * A_c) / (1 + lambda)``, ``A_r`` standardised with the given rollout
-    statistics (``reward_std=None``: not standardised) and ``A_c`` only centred.
-
-    Centring without scaling keeps ``A_c`` in cost units, so ``lambda`` prices one unit of
-    cost against one standard deviation of reward advantage; the ``1 + lambda`` keeps the
-    step size of the policy update bounded as ``lambda`` grows (OmniSafe's PPOLag).
-    """
-    if reward_std is not None:
-        reward_adv = (reward_adv - reward_mean) / (reward_std + 1e-8)
-    return (reward_adv - lam * (cost_adv - cost_mean)) / (1.0 + lam)
-
-
-class _Captured:
-    value: th.Tensor | None = None
-
-
-@contextmanager
-def _critic_latent(policy: ActorCriticPolicy) -> Iterator[_Captured]:
-    """Capture the input of ``policy.value_net`` (the critic latent) while inside.
-
-    Reading the latent where the value head reads it keeps the cost head on exactly the
-    critic path of any policy class (``extract_features -> mlp_extractor.forward_critic ->
-    value_net``), and gives the cost value from the same forward pass as the value.
-    """
-    box = _Captured()
-
-    def hook(_module: th.nn.Module, args: tuple[th.Tensor, ...]) -> None:
-        box.value = args[0]
-
-    handle = policy.value_net.register_forward_pre_hook(hook)
-    try:
-        yield box
-    finally:
-        handle.remove()
 
 
 class LagrangianMixin:
@@ -137,8 +101,8 @@ class LagrangianMixin:
         self.cost_key = cost_key
         self.lagrangian = lagrangian
         self.lagrangian_kwargs = dict(lagrangian_kwargs or {})  # a copy: never the user's
-        self.cost_gae_lambda = _number("cost_gae_lambda", cost_gae_lambda, high=1.0)
-        self.cost_vf_coef = _number("cost_vf_coef", cost_vf_coef)
+        self.cost_gae_lambda = check_number("cost_gae_lambda", cost_gae_lambda, high=1.0)
+        self.cost_vf_coef = check_number("cost_vf_coef", cost_vf_coef)
         self.lagrange = self._make_lagrange()  # checks the multiplier's arguments now
         self.cost_limit = self.lagrange.cost_limit
         self.ep_cost_buffer: deque[float] | None = None
@@ -168,32 +132,8 @@ class LagrangianMixin:
         self.rollout_buffer_kwargs = {**self.rollout_buffer_kwargs,
                                       "cost_gae_lambda": self.cost_gae_lambda}
         super()._setup_model()  # type: ignore[misc]
-        self._add_cost_head()
+        add_cost_head(self.policy, self.lr_schedule(1), type(self).__name__)
         self.lagrange = self._make_lagrange()  # a loaded model's state is put in after this
-
-    def _add_cost_head(self) -> None:
-        """A cost value head like the policy's ``value_net``, fresh, trained with the rest."""
-        policy = self.policy
-        # SB3's ActorCriticPolicy or sb3-contrib's MaskableActorCriticPolicy (not a subclass
-        # of it): what matters is the critic path ending in value_net
-        if not all(hasattr(policy, a) for a in ("value_net", "predict_values", "evaluate_actions")):
-            raise InvalidArgumentError(
-                f"{type(self).__name__} needs an actor-critic policy with a value_net (a cost "
-                f"head is put beside it); got {type(policy).__name__}")
-        # initialised on a forked RNG: the base algorithm's random stream (action sampling,
-        # minibatches) stays exactly the one it would be without the cost head
-        cuda = [self.device] if self.device.type == "cuda" else []
-        with th.random.fork_rng(devices=cuda):
-            head = copy.deepcopy(policy.value_net)
-            for module in head.modules():
-                if hasattr(module, "reset_parameters"):
-                    module.reset_parameters()
-            if getattr(policy, "ortho_init", False):
-                head.apply(partial(policy.init_weights, gain=1))  # as SB3 does for value_net
-        policy.cost_value_net = head
-        # the optimizer was built before the head existed
-        policy.optimizer = policy.optimizer_class(policy.parameters(), lr=self.lr_schedule(1),
-                                                  **policy.optimizer_kwargs)
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts, variables = super()._get_torch_save_params()  # type: ignore[misc]
@@ -251,9 +191,7 @@ class LagrangianMixin:
 
     def _cost_values(self, obs: th.Tensor | dict[str, th.Tensor]) -> th.Tensor:
         """Cost values of a batch of observations, on the policy's critic path."""
-        with _critic_latent(self.policy) as latent:
-            self.policy.predict_values(obs)  # type: ignore[arg-type]
-        return self.policy.cost_value_net(latent.value).flatten()
+        return cost_values(self.policy, obs)
 
     def _cost_advantages(self, buffer: CostBufferMixin, rollout: _RolloutCosts) -> None:
         """Cost values of the whole rollout in batches (the parameters are those that acted),
@@ -316,7 +254,7 @@ class LagrangianMixin:
                     actions = actions.long().flatten()
                 masks = ({"action_masks": data.action_masks} if hasattr(data, "action_masks")
                          else {})
-                with _critic_latent(self.policy) as latent:
+                with critic_latent(self.policy) as latent:
                     values, log_prob, entropy = self.policy.evaluate_actions(
                         data.observations, actions, **masks)
                 values = values.flatten()
