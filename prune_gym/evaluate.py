@@ -224,6 +224,11 @@ class Evaluator:
             tx, _ = as_tensors(train_data, "train_data")
             self.train_x = tx[: self.bn_recalibration * self.bn_batch_size].to(self.device)
 
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_path_model"] = None  # machine timings (and a weak reference): re-measured
+        return state
+
     def check_model(self, model: nn.Module) -> None:
         """Raise DataError unless the model maps the validation data to finite class scores."""
         if self.x is None:

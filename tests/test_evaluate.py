@@ -183,6 +183,10 @@ def test_auto_path_prunes_when_it_pays_and_agrees_with_masking(real):
     full = [g.size for g in net.groups]  # nothing pruned: nothing to gain
     assert auto.evaluate_keep(net, full) == masked.evaluate_keep(net, full)
     assert auto.physical_evaluations == 1 and auto.evaluations == 2
+    import pickle  # vector envs pickle attributes: the timing model is dropped, re-measured
+
+    clone = pickle.loads(pickle.dumps(auto))
+    assert clone.evaluate_keep(net, small) == auto.evaluate_keep(net, small)
 
 
 def test_recalibration_uses_its_own_batches_not_the_eval_batch_size(model, data):
