@@ -306,6 +306,19 @@ def test_save_load_predicts_the_same_with_the_same_multiplier(make, tmp_path, al
     assert loaded.lagrange.updates > model.lagrange.updates
 
 
+def test_load_with_a_new_limit_keeps_the_multiplier_state(tmp_path) -> None:
+    model = PPOLagrangian("MlpPolicy", RiskyChoices(), lagrangian="pid", cost_limit=0.3,
+                          n_steps=24, batch_size=24, device="cpu", seed=0)
+    model.learn(48)
+    model.save(tmp_path / "toy")
+    loaded = PPOLagrangian.load(tmp_path / "toy", env=RiskyChoices(), cost_limit=1.0)
+    assert loaded.cost_limit == loaded.lagrange.cost_limit == 1.0
+    state, saved = loaded.lagrange.state_dict(), model.lagrange.state_dict()
+    assert state["integral"] == saved["integral"] and state["lambda"] == saved["lambda"]
+    with pytest.raises(InvalidArgumentError, match="cost_limit"):
+        PPOLagrangian.load(tmp_path / "toy", env=RiskyChoices(), cost_limit=-1.0)
+
+
 # -- bad input ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("kwargs, name", [
     ({"cost_limit": -1.0}, "cost_limit"),

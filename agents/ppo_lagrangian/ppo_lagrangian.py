@@ -133,7 +133,10 @@ class LagrangianMixin:
                                       "cost_gae_lambda": self.cost_gae_lambda}
         super()._setup_model()  # type: ignore[misc]
         add_cost_head(self.policy, self.lr_schedule(1), type(self).__name__)
-        self.lagrange = self._make_lagrange()  # a loaded model's state is put in after this
+        # built from the (possibly loaded) configuration; a loaded model's state is put in
+        # after this by SB3's set_parameters
+        self.lagrange = self._make_lagrange()
+        self.cost_limit = self.lagrange.cost_limit
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts, variables = super()._get_torch_save_params()  # type: ignore[misc]
@@ -327,8 +330,11 @@ class PPOLagrangian(LagrangianMixin, PPO):
     Takes every argument of ``stable_baselines3.PPO`` and those of :class:`LagrangianMixin`
     (``cost_limit``, ``cost_key``, ``lagrangian``, ``lagrangian_kwargs``,
     ``cost_gae_lambda``, ``cost_vf_coef``). ``model.lagrange_multiplier`` is ``lambda``.
-    Logs ``rollout/ep_cost_mean``, ``train/lagrange_multiplier`` and
-    ``train/cost_value_loss`` besides PPO's keys.
+    Logs, besides PPO's keys, ``rollout/ep_cost_mean`` (over the last ``stats_window_size``
+    episodes, like ``ep_rew_mean``), ``train/lagrange_multiplier`` (after the rollout's
+    update), ``train/lagrange_ep_cost`` (the mean episode cost that update used),
+    ``train/cost_value_loss`` and ``train/cost_explained_variance``. ``clip_range_vf``, when
+    set, clips the cost values as it clips the values.
 
     Example:
         >>> model = PPOLagrangian("MultiInputPolicy", gym.make("LayerRatio-v0"),
