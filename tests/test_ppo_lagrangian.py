@@ -259,6 +259,21 @@ def test_maskable_ppo_lagrangian_on_channel_mask(make, tmp_path) -> None:
         obs, *_ = env.step(action)
 
 
+def test_ppo_lagrangian_on_network_b_long_episodes() -> None:
+    """digits-resnet-v0 (12 groups, residual blocks): 12-step episodes whose cost arrives
+    on the last step, so the cost advantage of early steps comes from GAE and the critic."""
+    env = Monitor(gym.make("LayerRatio-v0", model="digits-resnet-v0", eval_samples=100))
+    model = PPOLagrangian("MultiInputPolicy", env, cost_key="signed_cost", lagrangian="pid",
+                          policy_kwargs=dict(SMALL), **{**REAL, "n_steps": 48, "batch_size": 48})
+    model.learn(240)
+    assert model.lagrange.updates == 5 and len(model.ep_cost_buffer) == 20
+    buf = model.rollout_buffer
+    steps_of_episode = np.arange(48) % 12
+    first = buf.cost_advantages.reshape(-1)[steps_of_episode == 0]
+    assert np.all(buf.costs.reshape(-1)[steps_of_episode < 11] == 0.0)  # paid at the end ...
+    assert np.abs(first).max() > 1e-3  # ... yet the first step has a cost advantage
+
+
 def test_ppo_lagrangian_with_graph_policy(make) -> None:
     pytest.importorskip("torch_geometric")
     from agents.common import policies  # noqa: F401 - registers the "GraphPolicy" alias
