@@ -132,6 +132,10 @@ def test_lagrangian_advantage_by_hand() -> None:
     th.testing.assert_close(got, th.tensor([(-1 - 0.75) / 4, (1 + 2.25) / 4]))
     raw = lagrangian_advantage(a_r, a_c, 0.0, reward_mean=2.0, reward_std=None, cost_mean=0.0)
     th.testing.assert_close(raw, a_r)  # lambda 0 and no standardisation: plain A_r
+    both = lagrangian_advantage(a_r, a_c, 1.0, reward_mean=2.0, reward_std=1.0,
+                                cost_mean=0.25, cost_std=0.5)
+    # A_c scaled too: [0.5, -1.5]; (A_r - A_c) / 2
+    th.testing.assert_close(both, th.tensor([(-1 - 0.5) / 2, (1 + 1.5) / 2]))
 
 
 def test_cost_head_reads_the_critic_latent() -> None:
@@ -346,6 +350,7 @@ def test_load_with_a_new_limit_keeps_the_multiplier_state(tmp_path) -> None:
     ({"cost_vf_coef": -0.1}, "cost_vf_coef"),
     ({"cost_vf_coef": float("nan")}, "cost_vf_coef"),
     ({"cost_key": ""}, "cost_key"),
+    ({"normalize_cost_advantage": "yes"}, "normalize_cost_advantage"),
     ({"rollout_buffer_class": RolloutBuffer}, "rollout_buffer_class"),
 ])
 def test_bad_arguments(kwargs, name) -> None:

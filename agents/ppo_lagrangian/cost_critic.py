@@ -23,18 +23,25 @@ from prune_gym.errors import InvalidArgumentError
 
 
 def lagrangian_advantage(reward_adv: th.Tensor, cost_adv: th.Tensor, lam: float, *,
-                         reward_mean: float, reward_std: float | None, cost_mean: float
-                         ) -> th.Tensor:
+                         reward_mean: float, reward_std: float | None, cost_mean: float,
+                         cost_std: float | None = None) -> th.Tensor:
     """``(A_r - lambda * A_c) / (1 + lambda)``, ``A_r`` standardised with the given rollout
-    statistics (``reward_std=None``: not standardised) and ``A_c`` only centred.
+    statistics (``reward_std=None``: not standardised) and ``A_c`` centred (and also scaled
+    when ``cost_std`` is given).
 
-    Centring without scaling keeps ``A_c`` in cost units, so ``lambda`` prices one unit of
-    cost against one standard deviation of reward advantage; the ``1 + lambda`` keeps the
-    step size of the policy update bounded as ``lambda`` grows (OmniSafe's PPOLag).
+    Centring without scaling (OmniSafe's PPOLag, the default) keeps ``A_c`` in cost units:
+    ``lambda`` prices one unit of cost against one standard deviation of reward advantage,
+    so the ``lambda`` that balances them depends on the cost's scale and on how much the
+    rollout's rewards vary. Scaling both (FSRL) makes ``lambda = 1`` weigh them equally
+    whatever the scales. The ``1 + lambda`` keeps the policy step bounded as ``lambda``
+    grows.
     """
     if reward_std is not None:
         reward_adv = (reward_adv - reward_mean) / (reward_std + 1e-8)
-    return (reward_adv - lam * (cost_adv - cost_mean)) / (1.0 + lam)
+    cost_adv = cost_adv - cost_mean
+    if cost_std is not None:
+        cost_adv = cost_adv / (cost_std + 1e-8)
+    return (reward_adv - lam * cost_adv) / (1.0 + lam)
 
 
 class Captured:

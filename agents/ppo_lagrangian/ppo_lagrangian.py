@@ -80,6 +80,12 @@ class LagrangianMixin:
             :class:`agents.common.lagrangian.Lagrangian`).
         cost_gae_lambda: GAE's lambda for the cost (OmniSafe: 0.95).
         cost_vf_coef: weight of the cost-value loss.
+        normalize_cost_advantage: also scale ``A_c`` to unit variance over the rollout (as
+            FSRL does), not only centre it (OmniSafe, the default). Measured on
+            ``LayerRatio-v0``: with the default a policy whose actions saturate the action
+            bounds gives rollouts with almost no reward variance, which standardisation
+            inflates, and no ``lambda`` reached in 8k steps brings it back; with this on,
+            ``lambda`` near 1 balances reward and cost whatever their scales.
     """
 
     # set by the base algorithm
@@ -90,7 +96,8 @@ class LagrangianMixin:
     def __init__(self, policy: Any, env: Any, *args: Any, cost_limit: float = 0.0,
                  cost_key: str = "cost", lagrangian: str = "gradient",
                  lagrangian_kwargs: dict[str, Any] | None = None,
-                 cost_gae_lambda: float = 0.95, cost_vf_coef: float = 0.5, **kwargs: Any):
+                 cost_gae_lambda: float = 0.95, cost_vf_coef: float = 0.5,
+                 normalize_cost_advantage: bool = False, **kwargs: Any):
         if not isinstance(cost_key, str) or not cost_key:
             raise InvalidArgumentError(f"cost_key must be a non-empty str (the info key of the "
                                        f"per-step cost); got {cost_key!r}")
@@ -103,6 +110,10 @@ class LagrangianMixin:
         self.lagrangian_kwargs = dict(lagrangian_kwargs or {})  # a copy: never the user's
         self.cost_gae_lambda = check_number("cost_gae_lambda", cost_gae_lambda, high=1.0)
         self.cost_vf_coef = check_number("cost_vf_coef", cost_vf_coef)
+        if not isinstance(normalize_cost_advantage, (bool, np.bool_)):
+            raise InvalidArgumentError(f"normalize_cost_advantage must be True or False; got "
+                                       f"{normalize_cost_advantage!r}")
+        self.normalize_cost_advantage = bool(normalize_cost_advantage)
         self.lagrange = self._make_lagrange()  # checks the multiplier's arguments now
         self.cost_limit = self.lagrange.cost_limit
         self.ep_cost_buffer: deque[float] | None = None
@@ -243,6 +254,8 @@ class LagrangianMixin:
         reward_std = float(np.std(buffer.advantages, ddof=1)) if buffer.advantages.size > 1 \
             else 1.0  # ddof=1 as torch's std, which SB3 uses per minibatch
         cost_mean = float(np.mean(buffer.cost_advantages))
+        cost_std = float(np.std(buffer.cost_advantages, ddof=1)) \
+            if self.normalize_cost_advantage and buffer.cost_advantages.size > 1 else None
 
         logs: dict[str, list[float]] = {k: [] for k in (
             "entropy_loss", "policy_gradient_loss", "value_loss", "cost_value_loss",
@@ -266,7 +279,7 @@ class LagrangianMixin:
                 advantages = lagrangian_advantage(
                     data.advantages, data.cost_advantages, lam, reward_mean=reward_mean,
                     reward_std=reward_std if self.normalize_advantage else None,
-                    cost_mean=cost_mean)
+                    cost_mean=cost_mean, cost_std=cost_std)
 
                 ratio = th.exp(log_prob - data.old_log_prob)
                 policy_loss = -th.min(advantages * ratio,
@@ -329,7 +342,8 @@ class PPOLagrangian(LagrangianMixin, PPO):
 
     Takes every argument of ``stable_baselines3.PPO`` and those of :class:`LagrangianMixin`
     (``cost_limit``, ``cost_key``, ``lagrangian``, ``lagrangian_kwargs``,
-    ``cost_gae_lambda``, ``cost_vf_coef``). ``model.lagrange_multiplier`` is ``lambda``.
+    ``cost_gae_lambda``, ``cost_vf_coef``, ``normalize_cost_advantage``).
+    ``model.lagrange_multiplier`` is ``lambda``.
     Logs, besides PPO's keys, ``rollout/ep_cost_mean`` (over the last ``stats_window_size``
     episodes, like ``ep_rew_mean``), ``train/lagrange_multiplier`` (after the rollout's
     update), ``train/lagrange_ep_cost`` (the mean episode cost that update used),
