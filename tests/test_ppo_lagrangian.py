@@ -214,6 +214,28 @@ def test_multiplier_falls_when_the_agent_is_too_cautious() -> None:
     assert np.mean(list(model.ep_cost_buffer)[-20:]) > 1.0
 
 
+def test_time_limit_truncation_bootstraps_the_cost_value() -> None:
+    """An episode cut by a time limit owes the cost still to come: as SB3 does for the
+    reward, the step is credited gamma * (cost value of the terminal observation)."""
+    seen = {}
+
+    class Snapshot(PPOLagrangian):
+        def train(self):  # before any update: the parameters that collected the rollout
+            terminal = th.tensor([[0.0, 0.0, 1.0]])
+            with th.no_grad():
+                seen["bootstrap"] = self.gamma * float(self._cost_values(terminal)[0])
+            seen["costs"] = self.rollout_buffer.costs.copy()
+            super().train()
+
+    env = gym.wrappers.TimeLimit(RiskyChoices(), max_episode_steps=2)  # cut before the cost
+    model = Snapshot("MlpPolicy", env, n_steps=8, batch_size=8, device="cpu", seed=0)
+    model.learn(8)
+    costs = seen["costs"].reshape(-1)
+    np.testing.assert_allclose(costs[1::2], seen["bootstrap"], rtol=1e-5)
+    assert seen["bootstrap"] != 0.0 and np.all(costs[0::2] == 0.0)
+    assert list(model.ep_cost_buffer) == [0.0] * 4  # what the episodes reported
+
+
 def test_env_without_the_cost_key_is_named() -> None:
     model = PPOLagrangian("MlpPolicy", RiskyChoices(cost_key="penalty"), cost_key="cost",
                           n_steps=16, batch_size=16, device="cpu")
