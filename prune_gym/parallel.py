@@ -117,8 +117,14 @@ def check_vector_env() -> None:
 
 
 def in_worker_process() -> bool:
-    """True in a process started by :mod:`multiprocessing` (any start method)."""
-    return multiprocessing.parent_process() is not None
+    """True in a process started by :mod:`multiprocessing` (any start method).
+
+    ``parent_process()`` is only set once the child starts running its target; a spawn or
+    forkserver child imports the parent's main module (and so prune_gym) before that,
+    while its name is already the child's own (``SpawnProcess-1``, ``ForkServerProcess-1``).
+    """
+    return (multiprocessing.parent_process() is not None
+            or multiprocessing.current_process().name != "MainProcess")
 
 
 def _after_fork_in_child() -> None:

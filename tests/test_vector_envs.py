@@ -25,14 +25,19 @@ ROOT = Path(__file__).resolve().parents[1]
 LIMIT_S = 240
 
 
-def run_script(code: str, *, threads_env: bool = True, limit: int = LIMIT_S) -> dict:
-    """Run ``code`` in a fresh Python under a time limit; it prints one JSON line last."""
+def run_script(code: str, folder: Path, *, threads_env: bool = True,
+               limit: int = LIMIT_S) -> dict:
+    """Run ``code`` as a script file (spawned workers re-import it as their main module,
+    as they do a user's training script) in a fresh Python under a time limit; it prints
+    one JSON line last."""
+    script = folder / "script.py"
+    script.write_text(textwrap.dedent(code))
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     if not threads_env:  # let torch pick its default (every core), as a user's shell does
         env.pop("OMP_NUM_THREADS", None)
         env.pop("MKL_NUM_THREADS", None)
     try:
-        done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, env=env,
+        done = subprocess.run([sys.executable, str(script)], cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=limit)
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"the vector env hung: no result within {limit} s\n{exc.stderr or ''}")
@@ -40,7 +45,7 @@ def run_script(code: str, *, threads_env: bool = True, limit: int = LIMIT_S) -> 
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_async_make_vec_with_defaults_after_torch_ran() -> None:
+def test_async_make_vec_with_defaults_after_torch_ran(tmp_path) -> None:
     """``gym.make_vec(id, num_envs=2, vectorization_mode="async")`` as typed (fork on
     Linux), after torch has used its thread pool in the parent: whole episodes, every env."""
     result = run_script("""
@@ -70,7 +75,7 @@ def test_async_make_vec_with_defaults_after_torch_ran() -> None:
             finally:
                 envs.close()
         print(json.dumps(out))
-    """)
+    """, tmp_path)
     assert sorted(result) == sorted(prune_gym.ENV_IDS)
     for env_id, r in result.items():
         assert r["done"], env_id
@@ -78,7 +83,7 @@ def test_async_make_vec_with_defaults_after_torch_ran() -> None:
         assert all(a is not None and 0.05 < a <= 1.0 for a in r["accuracy"]), (env_id, r)
 
 
-def test_workers_use_one_thread_while_the_main_process_uses_every_core() -> None:
+def test_workers_use_one_thread_while_the_main_process_uses_every_core(tmp_path) -> None:
     result = run_script("""
         import json
         import torch
@@ -86,32 +91,36 @@ def test_workers_use_one_thread_while_the_main_process_uses_every_core() -> None
         default = torch.get_num_threads()  # before prune_gym is imported
         import gymnasium as gym
         from stable_baselines3.common.vec_env import SubprocVecEnv
-        import prune_gym
+        import prune_gym  # a spawned worker imports it while re-importing this script
+
 
         class Threads(gym.Wrapper):
             def torch_threads(self):
                 return torch.get_num_threads()
 
+
         def make():
-            import prune_gym  # registers the ids in a spawned worker
             return Threads(gym.make("LayerRatio-v0"))
 
-        main = torch.get_num_threads()
-        torch.randn(512, 512) @ torch.randn(512, 512)
-        envs = gym.make_vec("LayerRatio-v0", num_envs=2, vectorization_mode="async",
-                            wrappers=[Threads])
-        try:
-            gym_workers = list(envs.call("torch_threads"))
-        finally:
-            envs.close()
-        venv = SubprocVecEnv([make, make])  # SB3's default start method (forkserver)
-        try:
-            sb3_workers = venv.env_method("torch_threads")
-        finally:
-            venv.close()
-        print(json.dumps({"default": default, "main": main, "after": torch.get_num_threads(),
-                          "gym": gym_workers, "sb3": sb3_workers}))
-    """, threads_env=False)
+
+        if __name__ == "__main__":
+            main = torch.get_num_threads()
+            torch.randn(512, 512) @ torch.randn(512, 512)
+            envs = gym.make_vec("LayerRatio-v0", num_envs=2, vectorization_mode="async",
+                                wrappers=[Threads])
+            try:
+                gym_workers = list(envs.call("torch_threads"))
+            finally:
+                envs.close()
+            venv = SubprocVecEnv([make, make])  # SB3's default start method (forkserver)
+            try:
+                sb3_workers = venv.env_method("torch_threads")
+            finally:
+                venv.close()
+            print(json.dumps({"default": default, "main": main,
+                              "after": torch.get_num_threads(),
+                              "gym": gym_workers, "sb3": sb3_workers}))
+    """, tmp_path, threads_env=False)
     assert result["default"] == result["main"] == result["after"]  # the main process: all
     assert result["gym"] == [1, 1] and result["sb3"] == [1, 1]
 
