@@ -320,7 +320,7 @@ def train(env_id: str | None = None, algo: str | type[BaseAlgorithm] | None = No
     if lagrangian_wrapper is not None:
         from agents.common.vec_env import LagrangianRewardWrapper
 
-        saved = path / "checkpoints" / "lagrangian.pkl" if path is not None else None
+        saved = path / "checkpoints" / "lagrangian.json" if path is not None else None
         if checkpoint is not None and saved is not None and saved.is_file():
             wrapper = LagrangianRewardWrapper.load(saved, venv)
         else:

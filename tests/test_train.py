@@ -138,11 +138,30 @@ def test_every_preset_trains_and_keeps_its_best_state(tmp_path, env_kwargs, pres
 
 
 def test_any_algorithm_under_the_lagrangian_wrapper(tmp_path, env_kwargs) -> None:
+    env_kwargs = {**env_kwargs, "budget": 0.2}  # random states mostly violate: lambda rises
     result = train("LayerRatio-v0", "td3", total_timesteps=96, env_kwargs=env_kwargs,
                    algo_kwargs={"learning_starts": 32, "buffer_size": 500, "batch_size": 32},
                    policy_kwargs={"net_arch": [16]}, run_dir=tmp_path / "td3",
                    lagrangian_wrapper={"cost_key": "signed_cost", "cost_limit": 0.0,
                                        "update_interval": 32})
-    assert (tmp_path / "td3" / "checkpoints" / "lagrangian.pkl").is_file()
-    assert result.env.lagrange_multiplier >= 0.0
+    saved = tmp_path / "td3" / "checkpoints" / "lagrangian.json"
+    assert saved.is_file()
+    assert result.env.lagrange_multiplier > 0.0  # it moved from its start
+    lam = result.env.lagrange_multiplier
     result.env.close()
+
+    class FirstLambda(BaseCallback):
+        def _on_training_start(self) -> None:
+            self.value = self.training_env.lagrange_multiplier
+
+        def _on_step(self) -> bool:
+            return True
+
+    first = FirstLambda()
+    resumed = train("LayerRatio-v0", "td3", total_timesteps=128, env_kwargs=env_kwargs,
+                    algo_kwargs={"learning_starts": 32, "buffer_size": 500, "batch_size": 32},
+                    policy_kwargs={"net_arch": [16]}, run_dir=tmp_path / "td3", resume=True,
+                    lagrangian_wrapper={"cost_key": "signed_cost", "cost_limit": 0.0,
+                                        "update_interval": 32}, callback=first)
+    assert first.value == pytest.approx(lam)  # the multiplier came back with the agent
+    resumed.env.close()

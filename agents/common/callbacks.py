@@ -104,7 +104,7 @@ class RunCheckpointCallback(BaseCallback):
         self.model.save(tmp)
         os.replace(tmp, target)
         if self.wrapper is not None:
-            self.wrapper.save(self.dir / "lagrangian.pkl")
+            self.wrapper.save(self.dir / "lagrangian.json")
         write_json_atomic({"timesteps": int(self.model.num_timesteps)},
                           self.dir / "latest.json")
         self._last = self.model.num_timesteps
