@@ -100,6 +100,15 @@ def _extractor(name: str):
 # Every constrained preset drives its multiplier with the signed margin (metric / limit - 1)
 # against a limit of 0, so that lambda falls again when the agent prunes far past the budget.
 _SIGNED = {"cost_key": "signed_cost", "cost_limit": 0.0}
+# Where the paper gives no multiplier (GNN-RL has none, Balemans et al. publish none), ours:
+# a PID controller whose P term reads the last rollout's margin unsmoothed (no EMA), with the
+# cost advantage standardised like the reward's. With OmniSafe's defaults (Adam lr 0.035, or
+# PID with a 0.95 EMA) lambda moves far slower than PPO's Gaussian saturates at "keep every
+# channel", after which a centred cost advantage is exactly 0 and no lambda helps; this
+# setting keeps lambda in a band and the final states around the budget
+# (benchmarks/results/lagrangian.md).
+_SETTLING = {**_SIGNED, "lagrangian": "pid", "normalize_cost_advantage": True,
+             "lagrangian_kwargs": {"kp": 2.0, "ki": 0.1, "kd": 0.0, "ema": 0.0}}
 
 PRESETS: dict[str, Preset] = {
     # GNN-RL (Yu et al., ICML 2022; yusx-swapp/GNN-RL-Model-Compression, parameter.py and
@@ -115,7 +124,7 @@ PRESETS: dict[str, Preset] = {
                        "net_arch": {"pi": [200], "vf": [200]}, "log_std_init": math.log(0.5)},
         algo_kwargs={"n_steps": 100, "batch_size": 50, "n_epochs": 10, "learning_rate": 3e-4,
                      "gamma": 0.99, "gae_lambda": 1.0, "clip_range": 0.2, "ent_coef": 0.01,
-                     "vf_coef": 0.5, **_SIGNED},
+                     "vf_coef": 0.5, **_SETTLING},
         env_kwargs={"max_steps": 5}),
     # Balemans et al. 2025 (arXiv 2509.10526): a GAT over the layer graph, binary per-channel
     # actions, a CMDP with a compression constraint and a self-competition reward. The
@@ -126,12 +135,14 @@ PRESETS: dict[str, Preset] = {
         "Balemans et al.: GAT + MaskablePPO-Lagrangian on ChannelMask-v0, self-competition",
         policy_kwargs={"features_extractor": "GATExtractor"},
         algo_kwargs={"n_steps": 256, "batch_size": 64, "n_epochs": 10, "learning_rate": 3e-4,
-                     **_SIGNED},
+                     **_SETTLING},
         env_kwargs={"reward": "self_competition"}),
     # Malik et al. (MuhammadUmairHaider/Neural-Network-Pruning-Through-Constrained-
     # Reinforcement-Learning, e328ede): PPO-Lagrangian with separate [32, 32] MLPs, n_steps
     # 128 on 2 envs, batch 64, 10 epochs, lr 3e-4, clip 0.2, target_kl 0.1, GAE 0.95, cost
-    # GAE 1.0, gradient norm 0.5; their dual starts at 1.
+    # GAE 1.0, gradient norm 0.5; their dual nu = softplus(theta) starts at 1 and is stepped
+    # by Adam with lr 1 on the mean cost, the cost advantage only centred. Here: the same
+    # gradient rule on lambda itself (projected at 0), Adam lr 1, lambda0 1, A_c centred.
     "malik": Preset(
         "LayerRatio-v0", "ppo_lagrangian", "MultiInputPolicy",
         "Malik et al.: PPO-Lagrangian with small MLPs on LayerRatio-v0",
@@ -139,7 +150,8 @@ PRESETS: dict[str, Preset] = {
         algo_kwargs={"n_steps": 128, "batch_size": 64, "n_epochs": 10, "learning_rate": 3e-4,
                      "clip_range": 0.2, "target_kl": 0.1, "gae_lambda": 0.95,
                      "cost_gae_lambda": 1.0, "max_grad_norm": 0.5, **_SIGNED,
-                     "lagrangian_kwargs": {"lambda_init": 1.0}},
+                     "lagrangian": "gradient",
+                     "lagrangian_kwargs": {"lambda_init": 1.0, "lr": 1.0}},
         n_envs=2),
 }
 

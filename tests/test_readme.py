@@ -1,0 +1,32 @@
+"""The README's agent examples run as written (only the step counts of the training-run
+example are cut, so the test takes seconds)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def python_blocks(section: str) -> list[str]:
+    text = README.read_text()
+    body = text.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", body, flags=re.S)
+
+
+def test_agents_examples_run(tmp_path, monkeypatch) -> None:
+    blocks = python_blocks("Agents")
+    assert len(blocks) == 2
+    monkeypatch.chdir(tmp_path)  # the run directory goes here
+    card = {}
+    exec(compile(blocks[0], "README.md:Agents[0]", "exec"), card)  # noqa: S102
+    assert card["agent"].num_timesteps >= 128 and card["agent"].lagrange_multiplier >= 0
+    assert sum(p.numel() for p in card["pruned"].parameters()) < \
+        sum(p.numel() for p in card["task"].model.parameters())
+    short = blocks[1].replace("total_timesteps=2_000", "total_timesteps=100")
+    assert short != blocks[1]
+    run = {}
+    exec(compile(short, "README.md:Agents[1]", "exec"), run)  # noqa: S102
+    assert (tmp_path / "runs" / "gnnrl" / "config.json").is_file()
+    assert run["run"].best is None or 0.0 <= run["run"].best["accuracy"] <= 1.0
