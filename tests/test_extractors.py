@@ -32,20 +32,27 @@ def build(cls, space, **kwargs):
     return cls(space, **{**SMALL, **kwargs}).eval()
 
 
+@pytest.mark.parametrize("algo", ["PPO", "PPOLagrangian"])
 @pytest.mark.parametrize("env_id", ENV_IDS)
 @pytest.mark.parametrize("cls", EXTRACTORS)
-def test_trains_in_plain_ppo(task, net, env_id, cls) -> None:
-    """The thin usage: MultiInputPolicy with the extractor; the GNN's weights are trained."""
+def test_trains_in_plain_ppo(task, net, env_id, cls, algo) -> None:
+    """The thin usage: MultiInputPolicy with the extractor, under PPO and PPOLagrangian; the
+    GNN's weights are trained."""
+    from agents import PPOLagrangian
+
     env = Monitor(make_env(env_id, task, net))
-    model = PPO("MultiInputPolicy", env, n_steps=64, batch_size=64, n_epochs=2, seed=0,
-                device="cpu", policy_kwargs={"features_extractor_class": cls,
-                                             "features_extractor_kwargs": dict(SMALL),
-                                             "net_arch": [32]})
+    extra = {"cost_key": "signed_cost"} if algo == "PPOLagrangian" else {}
+    model = (PPOLagrangian if extra else PPO)(
+        "MultiInputPolicy", env, n_steps=64, batch_size=64, n_epochs=2, seed=0, device="cpu",
+        policy_kwargs={"features_extractor_class": cls,
+                       "features_extractor_kwargs": dict(SMALL), "net_arch": [32]}, **extra)
     before = [p.detach().clone() for p in model.policy.features_extractor.parameters()]
     model.learn(STEPS)
     assert model.num_timesteps >= STEPS and len(env.get_episode_rewards()) >= 3
     after = list(model.policy.features_extractor.parameters())
     assert any(not torch.equal(x, y) for x, y in zip(before, after))
+    if extra:  # the multiplier saw whole episodes
+        assert model.lagrange.updates > 0
     obs, _ = env.reset()
     action, _ = model.predict(obs, deterministic=True)
     assert env.action_space.contains(np.asarray(action).astype(env.action_space.dtype))
