@@ -36,10 +36,13 @@ NOTES = """## Common to all three
 
 ## Vector environments
 
-- `gymnasium.vector.AsyncVectorEnv`: pass `context="forkserver"` (or `"spawn"`). With the
-  default `fork`, workers hang once the parent has run torch with more than one thread
-  (torch's OpenMP pool does not survive `fork`); alternatively call
-  `torch.set_num_threads(1)` first thing in each env factory.
+- `gym.make_vec(..., vectorization_mode="async")` and `AsyncVectorEnv` work with their
+  defaults (`fork` included): `import prune_gym` makes every forked child start with one
+  torch thread (torch's OpenMP pool does not survive `fork`), and `spawn`/`forkserver`
+  workers that import prune_gym do the same, so workers do not fight over the cores while
+  an env in the main process still uses all of them (`PRUNE_GYM_WORKER_THREADS` changes
+  the count). A vector env with more than 4 workers per usable core is refused before any
+  worker starts (`PRUNE_GYM_MAX_WORKERS` changes the limit).
 - SB3 `SubprocVecEnv` uses `forkserver` by default and works as is; `DummyVecEnv` too.
   sb3-contrib's MaskablePPO reads `action_masks()` from `ChannelMask-v0` in either.
 - `obs_mode="graph"` (`gymnasium.spaces.Graph`) is for custom agents: SB3 and

@@ -40,7 +40,7 @@ def _cmd_describe(args) -> int:
 
 def _cmd_baselines(args) -> int:
     from agents.baselines import run_baselines
-    from prune_gym.evaluate import Evaluator, recalibrate_batchnorm
+    from prune_gym.evaluate import Evaluator
 
     start = time.perf_counter()
     task, net = _task_and_net(args)
@@ -65,7 +65,7 @@ def _cmd_baselines(args) -> int:
         # the physically smaller model, BN-recalibrated like in selection, scored on test
         exported = net.export(r.keep)
         if args.bn_recalibration:
-            recalibrate_batchnorm(exported, evaluator.train_x, evaluator.batch_size)
+            evaluator.recalibrate(exported)  # the batches selection was scored with
         test_acc = test.evaluate(exported).accuracy
         rows.append({**r.as_dict(), "test_accuracy": test_acc})
         print(f"{r.method:<18} {r.macs_ratio:>9.3f} {r.params_ratio:>11.3f} "

@@ -25,7 +25,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from prune_gym.errors import DataError, InvalidArgumentError
-from prune_gym.parallel import check_vector_env
 
 
 @dataclass(frozen=True)
@@ -180,7 +179,6 @@ class Evaluator:
                  train_data=None, bn_recalibration: int = 0, bn_batch_size: int = 64,
                  fn: Callable[[nn.Module], float] | None = None, device: str = "cpu",
                  num_threads: int | None = None, cache_size: int = 4096, path: str = "auto"):
-        check_vector_env()  # each env builds one; refuse a vector env too big for the machine
         if fn is not None and not callable(fn):
             raise InvalidArgumentError(f"evaluate must be a callable fn(model) -> float; "
                                        f"got {type(fn).__name__}")

@@ -374,7 +374,7 @@ def test_async_vector_env(task) -> None:
         return gym.make("LayerRatio-v0", val_data=task.val_data,
                         train_data=task.data.train.as_tuple())
 
-    # fork is unsafe once torch's OpenMP pool has started: workers would hang
+    # forkserver here; the default fork after torch ran is tests/test_vector_envs.py's
     envs = gym.vector.AsyncVectorEnv([factory, factory], context="forkserver")
     try:
         obs, infos = envs.reset(seed=0)

@@ -22,6 +22,7 @@ from prune_gym.errors import EnvStateError, InvalidArgumentError
 from prune_gym.importance import check_criterion
 from prune_gym.network import CONSTRAINTS
 from prune_gym.observations import ObservationEncoder
+from prune_gym.parallel import check_vector_env
 from prune_gym.rewards import make_reward
 
 CONSTRAINT_MODES = ("cmdp", "project")
@@ -63,6 +64,7 @@ class PruneEnv(gym.Env):
                  obs_mode: str = "padded", max_nodes: int | None = None,
                  max_edges: int | None = None, max_groups: int | None = None,
                  render_mode: str | None = None, seed: int | None = None):
+        check_vector_env()  # refuse a vector env too big for the machine before it starts
         self.constraint = _choice(constraint, CONSTRAINTS, "constraint")
         self.constraint_mode = _choice(constraint_mode, CONSTRAINT_MODES, "constraint_mode")
         self.obs_mode = _choice(obs_mode, OBS_MODES, "obs_mode")
