@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from prune_gym.arguments import check_int
+from prune_gym.bisection import last_fitting
 from prune_gym.cost import check_budget
 from prune_gym.errors import InvalidArgumentError
 from prune_gym.evaluate import Evaluator
@@ -59,14 +61,11 @@ def _scaled(net: PrunableNetwork, fractions: np.ndarray, scale: float) -> list[i
 
 def _largest_scale(net, fractions, limit, constraint, iters: int = 30) -> list[int]:
     """Largest scale of ``fractions`` whose keep state fits ``limit`` (metric is monotone)."""
-    lo, hi = 0.0, 1.0 / max(float(np.min(fractions)), 1e-9)
-    for _ in range(iters):
-        mid = (lo + hi) / 2
-        if net.metric(_scaled(net, fractions, mid), constraint) <= limit:
-            lo = mid
-        else:
-            hi = mid
-    return _scaled(net, fractions, lo)
+    def fits(scale: float) -> bool:
+        return net.metric(_scaled(net, fractions, scale), constraint) <= limit
+
+    hi = 1.0 / max(float(np.min(fractions)), 1e-9)
+    return _scaled(net, fractions, last_fitting(fits, 0.0, hi, iters=iters))
 
 
 def uniform(net: PrunableNetwork, budget: float, constraint: str = "macs") -> list[int]:
@@ -85,14 +84,10 @@ def global_magnitude(net: PrunableNetwork, budget: float, constraint: str = "mac
     def keep_at(t: float) -> list[int]:
         return [max(1, int((s >= t).sum())) for s in scores]
 
-    lo, hi = 0, len(thresholds) - 1  # smallest threshold index whose state fits
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if net.metric(keep_at(thresholds[mid]), constraint, importance) <= limit:
-            hi = mid
-        else:
-            lo = mid + 1
-    keep = keep_at(thresholds[lo])
+    def fits(i: int) -> bool:  # i-th largest threshold: fitting holds up to some i
+        return net.metric(keep_at(thresholds[-1 - i]), constraint, importance) <= limit
+
+    keep = keep_at(thresholds[-1 - last_fitting(fits, 0, len(thresholds) - 1)])
     if net.metric(keep, constraint, importance) > limit:  # all thresholds too loose
         keep = [1] * len(net.groups)
     return keep
@@ -101,8 +96,7 @@ def global_magnitude(net: PrunableNetwork, budget: float, constraint: str = "mac
 def random_search(net: PrunableNetwork, evaluator: Evaluator, budget: float,
                   constraint: str = "macs", trials: int = 20, seed: int = 0) -> list[int]:
     """Best of ``trials`` random per-group ratio vectors, each scaled into the budget."""
-    if not isinstance(trials, int) or trials < 1:
-        raise InvalidArgumentError(f"trials={trials!r} must be a positive integer")
+    trials = check_int(trials, "trials", minimum=1)
     limit = budget_limit(net, budget, constraint)
     rng = np.random.default_rng(seed)
     best, best_acc = None, -1.0

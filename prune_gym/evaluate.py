@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prune_gym.arguments import check_callable, check_choice, check_int
 from prune_gym.errors import DataError, InvalidArgumentError
 
 
@@ -179,35 +180,25 @@ class Evaluator:
                  train_data=None, bn_recalibration: int = 0, bn_batch_size: int = 64,
                  fn: Callable[[nn.Module], float] | None = None, device: str = "cpu",
                  num_threads: int | None = None, cache_size: int = 4096, path: str = "auto"):
-        if fn is not None and not callable(fn):
-            raise InvalidArgumentError(f"evaluate must be a callable fn(model) -> float; "
-                                       f"got {type(fn).__name__}")
-        for name, value in (("batch_size", batch_size), ("max_samples", max_samples),
-                            ("num_threads", num_threads), ("bn_batch_size", bn_batch_size)):
-            if value is None and name in ("max_samples", "num_threads"):
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise InvalidArgumentError(f"{name} must be a positive integer; got {value!r}")
-        if (isinstance(bn_recalibration, bool)
-                or not isinstance(bn_recalibration, (int, np.integer)) or bn_recalibration < 0):
-            raise InvalidArgumentError(f"bn_recalibration must be a number of batches >= 0; "
-                                       f"got {bn_recalibration!r}")
+        check_callable(fn, "fn", "fn(model) -> float")
+        batch_size = check_int(batch_size, "batch_size", minimum=1)
+        max_samples = check_int(max_samples, "max_samples", minimum=1, optional=True)
+        num_threads = check_int(num_threads, "num_threads", minimum=1, optional=True)
+        bn_batch_size = check_int(bn_batch_size, "bn_batch_size", minimum=1)
+        bn_recalibration = check_int(bn_recalibration, "bn_recalibration",
+                                     meaning="batches of training data")
+        cache_size = check_int(cache_size, "cache_size", meaning="keep states remembered")
         if bn_recalibration and train_data is None:
             raise InvalidArgumentError("bn_recalibration > 0 needs train_data (batches from "
                                        "the training split to re-estimate BatchNorm on)")
-        if path not in PATHS:
-            raise InvalidArgumentError(f"path={path!r} is not known; choose one of "
-                                       f"{', '.join(PATHS)}")
-        if not isinstance(cache_size, (int, np.integer)) or cache_size < 0:
-            raise InvalidArgumentError(f"cache_size must be an integer >= 0; got {cache_size!r}")
+        self.path = check_choice(path, PATHS, "path")
         self.fn = fn
         self.device = torch.device(device)
-        self.batch_size = int(batch_size)
-        self.num_threads = None if num_threads is None else int(num_threads)
-        self.bn_recalibration = int(bn_recalibration)
-        self.bn_batch_size = int(bn_batch_size)
-        self.path = path
-        self._cache = KeepCache(int(cache_size))
+        self.batch_size = batch_size
+        self.num_threads = num_threads
+        self.bn_recalibration = bn_recalibration
+        self.bn_batch_size = bn_batch_size
+        self._cache = KeepCache(cache_size)
         self._path_model: _PathModel | None = None
         self.evaluations = 0
         self.physical_evaluations = 0

@@ -41,6 +41,7 @@ import torch
 from gymnasium import spaces
 from gymnasium.spaces import GraphInstance
 
+from prune_gym.arguments import check_choice, check_size
 from prune_gym.errors import InvalidArgumentError
 from prune_gym.topology import EDGE_TYPES, OP_TYPES
 
@@ -84,16 +85,6 @@ def _log_channels(c: np.ndarray) -> np.ndarray:
     return np.log2(1.0 + c) / _CHANNEL_SCALE
 
 
-def _size(value, name: str, least: int) -> int:
-    if value is None:
-        return least
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
-        raise InvalidArgumentError(
-            f"{name}={value!r} is too small for this network: it has {least} "
-            f"{name.split('_')[1]}; pass an integer >= {least} (or None for exactly {least})")
-    return int(value)
-
-
 class ObservationEncoder:
     """Turns a keep state of ``net`` into an observation of :attr:`space`.
 
@@ -116,9 +107,7 @@ class ObservationEncoder:
                  extra_spaces: dict[str, spaces.Space] | None = None,
                  max_nodes: int | None = None, max_edges: int | None = None,
                  max_groups: int | None = None):
-        if mode not in ("padded", "graph"):
-            raise InvalidArgumentError(f"mode={mode!r} is not an observation mode; use "
-                                       "'padded' (Dict of fixed-size arrays) or 'graph'")
+        check_choice(mode, ("padded", "graph"), "mode")
         extra = dict(extra_spaces or {})
         reserved = set(PADDED_KEYS + OPTIONAL_KEYS) if mode == "padded" else {"graph"}
         for key, space in extra.items():
@@ -129,10 +118,11 @@ class ObservationEncoder:
         topo = net.topology
         self.net, self.topology, self.mode, self.extra_spaces = net, topo, mode, extra
         self.num_nodes, self.num_edges = topo.num_nodes, topo.num_edges
-        self.max_nodes = _size(max_nodes, "max_nodes", self.num_nodes)
-        self.max_edges = _size(max_edges, "max_edges", max(self.num_edges, 1))
+        self.max_nodes = check_size(max_nodes, "max_nodes", self.num_nodes, "nodes")
+        self.max_edges = check_size(max_edges, "max_edges", max(self.num_edges, 1), "edges")
         self.num_groups = len(net.groups)
-        self.max_groups = _size(max_groups, "max_groups", max(self.num_groups, 1))
+        self.max_groups = check_size(max_groups, "max_groups", max(self.num_groups, 1),
+                                     "prunable groups")
         self._prepare(net, topo)
         self.space = self._make_space()
 

@@ -16,6 +16,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from prune_gym.arguments import check_callable, check_choice, check_int, check_number
 from prune_gym.envs.finetune import FineTuner
 from prune_gym.envs.problem import DEFAULT_TASK, build_problem
 from prune_gym.errors import EnvStateError, InvalidArgumentError
@@ -27,21 +28,6 @@ from prune_gym.rewards import make_reward
 
 CONSTRAINT_MODES = ("cmdp", "project")
 OBS_MODES = ("padded", "graph")
-
-
-def _choice(value, allowed: tuple[str, ...], argument: str) -> str:
-    if value not in allowed:
-        raise InvalidArgumentError(f"{argument}={value!r} is not supported; choose one of "
-                                   f"{', '.join(allowed)}")
-    return value
-
-
-def _count(value, argument: str, minimum: int = 0, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise InvalidArgumentError(f"{argument} must be an integer >= {minimum}; got {value!r}")
-    return int(value)
 
 
 class PruneEnv(gym.Env):
@@ -65,23 +51,27 @@ class PruneEnv(gym.Env):
                  max_edges: int | None = None, max_groups: int | None = None,
                  render_mode: str | None = None, seed: int | None = None):
         check_vector_env()  # refuse a vector env too big for the machine before it starts
-        self.constraint = _choice(constraint, CONSTRAINTS, "constraint")
-        self.constraint_mode = _choice(constraint_mode, CONSTRAINT_MODES, "constraint_mode")
-        self.obs_mode = _choice(obs_mode, OBS_MODES, "obs_mode")
+        self.constraint = check_choice(constraint, CONSTRAINTS, "constraint")
+        self.constraint_mode = check_choice(constraint_mode, CONSTRAINT_MODES, "constraint_mode")
+        self.obs_mode = check_choice(obs_mode, OBS_MODES, "obs_mode")
         if render_mode is not None:
-            _choice(render_mode, tuple(self.metadata["render_modes"]), "render_mode")
+            check_choice(render_mode, tuple(self.metadata["render_modes"]), "render_mode")
         self.render_mode = render_mode
         self.importance = check_criterion(importance)
         self._reward = make_reward(reward)
-        self.reward_name = reward
-        self._seed = _count(seed, "seed", allow_none=True)
-        finetune_steps = _count(finetune_steps, "finetune_steps")
-        _count(eval_cache, "eval_cache")
-        _count(eval_samples, "eval_samples", 1, allow_none=True)
-        _count(eval_batch_size, "eval_batch_size", 1)
-        if not (isinstance(finetune_lr, (int, float)) and finetune_lr > 0):
-            raise InvalidArgumentError(f"finetune_lr must be a positive number; got "
-                                       f"{finetune_lr!r}")
+        self._seed = check_int(seed, "seed", optional=True)
+        # every count and rate is checked here, under the name the user typed, before any
+        # of them is used or handed on (the Evaluator calls eval_samples "max_samples")
+        finetune_steps = check_int(finetune_steps, "finetune_steps")
+        finetune_batch_size = check_int(finetune_batch_size, "finetune_batch_size", minimum=1)
+        finetune_lr = check_number(finetune_lr, "finetune_lr", low=0.0,
+                                   meaning="the fine-tuning learning rate")
+        eval_cache = check_int(eval_cache, "eval_cache", meaning="keep states remembered")
+        eval_samples = check_int(eval_samples, "eval_samples", minimum=1, optional=True)
+        eval_batch_size = check_int(eval_batch_size, "eval_batch_size", minimum=1)
+        bn_recalibration = check_int(bn_recalibration, "bn_recalibration", optional=True,
+                                     meaning="batches of training data")
+        check_callable(evaluate, "evaluate", "fn(model) -> float")
         problem = build_problem(
             model, val_data=val_data, example_inputs=example_inputs, budget=budget,
             importance=self.importance, train_data=train_data, eval_samples=eval_samples,
@@ -97,9 +87,8 @@ class PruneEnv(gym.Env):
             if problem.train is None:
                 raise InvalidArgumentError("finetune_steps > 0 needs train_data (or a task "
                                            "name as model=) to fine-tune on")
-            self._finetune = FineTuner(problem.train, finetune_steps, float(finetune_lr),
-                                       _count(finetune_batch_size, "finetune_batch_size", 1),
-                                       self._seed or 0)
+            self._finetune = FineTuner(problem.train, finetune_steps, finetune_lr,
+                                       finetune_batch_size, self._seed or 0)
         self.sizes = np.array([g.size for g in self.net.groups], dtype=np.int64)
         self.num_groups = len(self.sizes)
         base = self.net.base_macs if self.constraint == "macs" else self.net.base_params

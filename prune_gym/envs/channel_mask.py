@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from gymnasium import spaces
 
+from prune_gym.arguments import check_size
+from prune_gym.bisection import last_fitting
 from prune_gym.envs.base import PruneEnv
 from prune_gym.envs.channel_features import CHANNEL_FEATURES, padded_channel_features
 from prune_gym.envs.problem import DEFAULT_TASK
@@ -84,14 +86,8 @@ class ChannelMaskEnv(PruneEnv):
 
     def _extra_spaces(self) -> dict[str, spaces.Box]:
         largest = int(self.sizes.max())
-        wanted = self._max_channels
-        if wanted is not None and (isinstance(wanted, bool) or not isinstance(
-                wanted, (int, np.integer)) or wanted < largest):
-            raise InvalidArgumentError(
-                f"max_channels={wanted!r} is too small for this network: its largest group has "
-                f"{largest} channels; pass an integer >= {largest} (or None for exactly "
-                f"{largest})")
-        self.max_size = largest if wanted is None else int(wanted)
+        self.max_size = check_size(self._max_channels, "max_channels", largest,
+                                   "channels in its largest group")
         self.max_channels = self.max_size
         self._channel_table, self._channel_valid = padded_channel_features(self.net,
                                                                            self.max_size)
@@ -152,18 +148,17 @@ class ChannelMaskEnv(PruneEnv):
         trial: list = list(self._masks[:t]) + [kept] + [1] * (self.num_groups - t - 1)
         if self._fits(trial):
             return kept
-        lo, hi = 1, len(chosen) - 1
-        while lo < hi:  # the metric grows with the count: bisect for the last fitting one
-            mid = (lo + hi + 1) // 2
-            trial[t] = np.zeros_like(kept)
-            trial[t][chosen[:mid]] = True
-            if self._fits(trial):
-                lo = mid
-            else:
-                hi = mid - 1
-        out = np.zeros_like(kept)
-        out[chosen[:lo]] = True
-        return out
+
+        def prefix(count: int) -> np.ndarray:
+            mask = np.zeros_like(kept)
+            mask[chosen[:count]] = True
+            return mask
+
+        def fits(count: int) -> bool:
+            trial[t] = prefix(count)
+            return self._fits(trial)
+
+        return prefix(last_fitting(fits, 1, len(chosen) - 1))
 
     def _apply(self, action: np.ndarray) -> tuple[bool, bool]:
         t = self._t

@@ -6,7 +6,9 @@ from __future__ import annotations
 import numpy as np
 from gymnasium import spaces
 
-from prune_gym.envs.base import PruneEnv, _count
+from prune_gym.arguments import check_int
+from prune_gym.bisection import last_fitting
+from prune_gym.envs.base import PruneEnv
 from prune_gym.envs.layer_ratio import action_to_ratio, check_max_ratio, kept_after
 from prune_gym.envs.problem import DEFAULT_TASK
 from prune_gym.errors import InvalidArgumentError
@@ -83,7 +85,7 @@ class DNNGraphEnv(PruneEnv):
 
     def __init__(self, model=DEFAULT_TASK, *, max_steps: int = 5, max_ratio: float = 0.8,
                  **kwargs):
-        self.max_steps = _count(max_steps, "max_steps", 1)
+        self.max_steps = check_int(max_steps, "max_steps", minimum=1)
         self.max_ratio = check_max_ratio(max_ratio)
         super().__init__(model, **kwargs)
 
@@ -118,14 +120,9 @@ class DNNGraphEnv(PruneEnv):
         def shrunk(f: float) -> np.ndarray:
             return np.clip(np.floor(kept * f).astype(np.int64), 1, kept)
 
-        lo, hi = 0.0, 1.0  # shrunk(0) keeps one channel per group: reachable by construction
-        for _ in range(30):
-            mid = 0.5 * (lo + hi)
-            if self._fits(shrunk(mid).tolist()):
-                lo = mid
-            else:
-                hi = mid
-        return shrunk(lo)
+        # shrunk(0) keeps one channel per group: reachable by construction
+        return shrunk(last_fitting(lambda f: self._fits(shrunk(f).tolist()), 0.0, 1.0,
+                                   iters=30))
 
     def _apply(self, action: np.ndarray) -> tuple[bool, bool]:
         self._k = kept_after(self._k, action_to_ratio(action, self.max_ratio))

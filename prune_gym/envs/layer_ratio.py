@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from gymnasium import spaces
 
+from prune_gym.arguments import check_number
+from prune_gym.bisection import last_fitting
 from prune_gym.envs.base import PruneEnv
 from prune_gym.envs.problem import DEFAULT_TASK
 from prune_gym.errors import InvalidArgumentError
@@ -14,11 +14,8 @@ from prune_gym.errors import InvalidArgumentError
 
 def check_max_ratio(max_ratio) -> float:
     """``max_ratio`` as a float in (0, 1], or an error naming it."""
-    if isinstance(max_ratio, bool) or not isinstance(max_ratio, (int, float, np.floating)) \
-            or not (math.isfinite(max_ratio) and 0.0 < max_ratio <= 1.0):
-        raise InvalidArgumentError(f"max_ratio must be a number in (0, 1] (the largest "
-                                   f"fraction of a group pruned by one action); got {max_ratio!r}")
-    return float(max_ratio)
+    return check_number(max_ratio, "max_ratio", low=0.0, high=1.0,
+                        meaning="the largest fraction of a group pruned by one action")
 
 
 def action_to_ratio(action, max_ratio: float):
@@ -151,18 +148,12 @@ class LayerRatioEnv(PruneEnv):
         """The largest count <= ``wanted`` for group ``t`` that keeps the budget reachable."""
         trial = self._k.copy()
         trial[t + 1:] = self._floor_counts()[t + 1:]
-        lo, hi = int(kept_after(self.sizes[t], self.max_ratio)), int(wanted)
-        trial[t] = hi
-        if self._fits(trial.tolist()):
-            return hi
-        while lo < hi:  # the metric grows with the count: bisect for the last fitting one
-            mid = (lo + hi + 1) // 2
-            trial[t] = mid
-            if self._fits(trial.tolist()):
-                lo = mid
-            else:
-                hi = mid - 1
-        return lo
+
+        def fits(count: int) -> bool:
+            trial[t] = count
+            return self._fits(trial.tolist())
+
+        return last_fitting(fits, int(kept_after(self.sizes[t], self.max_ratio)), int(wanted))
 
     def _apply(self, action: np.ndarray) -> tuple[bool, bool]:
         t = self._t
