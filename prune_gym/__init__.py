@@ -22,7 +22,7 @@ for _id in ENV_IDS:
         gym.register(id=_id, entry_point=f"prune_gym.envs:{_cls}", order_enforce=False)
 
 _LAZY = {"LayerRatioEnv": "prune_gym.envs", "DNNGraphEnv": "prune_gym.envs",
-         "ChannelMaskEnv": "prune_gym.envs", "to_pyg": "prune_gym.observations"}
+         "ChannelMaskEnv": "prune_gym.envs", "to_pyg": "prune_gym.pyg"}
 
 
 def __getattr__(name: str):
