@@ -4,9 +4,11 @@ The environments differ only in what an action means (a ratio for one group, rat
 all groups, channel bits for one group). Everything else is common and lives here: turning
 constructor arguments into an engine (:mod:`prune_gym.envs.problem`), pricing a keep state
 in closed form, the cost signal, end-of-episode evaluation and reward, observations,
-``info``, input checks, rendering and export. A step therefore costs a closed-form price,
-an observation encoding and, when an episode ends, one masked evaluation: nothing is
-copied or re-traced.
+``info``, input checks, rendering and export. A step therefore costs a closed-form price
+and an observation encoding; when an episode ends, one evaluation of the final state
+(the Evaluator runs it on the physically pruned network, or the masked one where the cost
+model predicts that is cheaper, and caches it by keep state; with ``finetune_steps`` a
+pruned copy is fine-tuned first). Nothing is re-traced.
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ class PruneEnv(gym.Env):
         self.encoder = ObservationEncoder(self.net, mode=self.obs_mode,
                                           extra_spaces=self._extra_spaces() or None,
                                           max_nodes=max_nodes, max_edges=max_edges,
-                                          max_groups=max_groups)
+                                          max_groups=max_groups, importance=self.importance)
         self.max_nodes, self.max_edges = self.encoder.max_nodes, self.encoder.max_edges
         self.max_groups = self.encoder.max_groups  # the action space may read it
         self.observation_space = self.encoder.space
