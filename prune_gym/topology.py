@@ -76,7 +76,6 @@ class Topology:
     spatial: np.ndarray  # int64 (N,): output positions (H*W; 1 for flat outputs)
     input_spatial: int
     depth: np.ndarray  # int32 (N,): longest path from the input
-    macs: np.ndarray  # int64 (N,): MACs of the node (conv/linear), original
     params: np.ndarray  # int64 (N,): parameters of the node (shared ones counted once)
     params_io: np.ndarray  # int64 (N,): parameters scaling with output x input channels
     params_o: np.ndarray  # int64 (N,): parameters scaling with output channels only
@@ -96,19 +95,6 @@ class Topology:
         """Number of edges."""
         return int(self.edge_index.shape[1])
 
-    def inputs_of(self, node: int) -> list[int]:
-        """Source nodes of the edges into ``node`` (debugging and tests)."""
-        return self.edge_index[0, self.edge_index[1] == node].tolist()
-
-    def describe(self) -> str:
-        """One line per node: index, type, name, channels, groups, block and inputs."""
-        lines = []
-        for n, name in enumerate(self.names):
-            lines.append(f"{n:>4} {OP_TYPES[self.op_type[n]]:<14} {name:<36} "
-                         f"{self.in_channels[n]:>5}->{self.out_channels[n]:<5} "
-                         f"g={self.in_group[n]}/{self.out_group[n]} b={self.block[n]} "
-                         f"<- {self.inputs_of(n)}")
-        return "\n".join(lines)
 
 
 def _fn_label(fn) -> str:
@@ -378,15 +364,16 @@ def _ownership(net, kinds, module_of, preds, main, in_ch, out_ch):
     return in_owner, out_owner
 
 
-def _costs(net, modules, module_of, kinds, out_ch):
-    """Original MACs, parameters (split by how they scale) and weight statistics per node."""
+def _costs(modules, module_of, kinds, out_ch):
+    """Original parameters (split by how they scale) and weight statistics per node.
+
+    MACs are not counted here: the observation takes them from the engine's cost model
+    (:class:`prune_gym.observations.NodeMacs`), the one place MACs are priced.
+    """
     n_nodes = len(kinds)
-    macs, params, params_io, params_o = (np.zeros(n_nodes, dtype=np.int64) for _ in range(4))
+    params, params_io, params_o = (np.zeros(n_nodes, dtype=np.int64) for _ in range(3))
     w_mean, w_disp = np.zeros(n_nodes, dtype=np.float32), np.zeros(n_nodes, dtype=np.float32)
     position = {name: n for n, name in reversed(list(enumerate(module_of))) if name}
-    for call in net.calls:
-        if call.rows and call.name in position:
-            macs[position[call.name]] += call.rows * modules[call.name].weight.numel()
     counted: set[int] = set()
     for name, n in position.items():
         for p in modules[name].parameters(recurse=False):
@@ -401,7 +388,7 @@ def _costs(net, modules, module_of, kinds, out_ch):
         weight = getattr(modules[name], "weight", None)
         if isinstance(weight, torch.Tensor) and weight.dim() >= 1 and weight.numel():
             w_mean[n], w_disp[n] = _weight_stats(weight)
-    return macs, params, params_io, params_o, w_mean, w_disp
+    return params, params_io, params_o, w_mean, w_disp
 
 
 def _geometry(modules, module_of, in_shapes, out_shapes):
@@ -453,8 +440,7 @@ def build_topology(net: PrunableNetwork) -> Topology:
             in_ch[n] = getattr(layer, "in_channels", getattr(layer, "in_features", in_ch[n]))
     in_owner, out_owner = _ownership(net, kinds, module_of, preds, main, in_ch, out_ch)
     kernel, stride, spatial = _geometry(modules, module_of, in_shapes, out_shapes)
-    macs, params, params_io, params_o, w_mean, w_disp = _costs(net, modules, module_of, kinds,
-                                                               out_ch)
+    params, params_io, params_o, w_mean, w_disp = _costs(modules, module_of, kinds, out_ch)
     block, block_names = _block_ids(scopes, modules)
     first = net.example_inputs[0]
     op_type = np.array([OP_INDEX[k] for k in kinds], dtype=np.int8)
@@ -466,7 +452,7 @@ def build_topology(net: PrunableNetwork) -> Topology:
         in_channels=in_ch, out_channels=out_ch, in_owner=in_owner.astype(np.float32),
         out_owner=out_owner.astype(np.float32), kernel=kernel, stride=stride, spatial=spatial,
         input_spatial=int(np.prod(first.shape[2:])) if first.dim() >= 3 else 1,
-        depth=depth, macs=macs, params=params, params_io=params_io, params_o=params_o,
+        depth=depth, params=params, params_io=params_io, params_o=params_o,
         in_scales=np.isin(op_type, [OP_INDEX["conv"], OP_INDEX["linear"]]),
         weight_mean_abs=w_mean, weight_dispersion=w_disp, base_macs=int(net.base_macs),
         base_params=int(net.base_params))
