@@ -27,13 +27,15 @@ from prune_gym.cost import build_cost_model
 from prune_gym.errors import InvalidArgumentError, ModelAnalysisError
 from prune_gym.importance import channel_scores, check_criterion, ranking
 from prune_gym.keep import check_keep, to_masks
+from prune_gym.pruners import CUSTOMIZED_PRUNERS, MASK_BUFFERS
+from prune_gym.verify import PruningWarning, verify_groups
 
 _MAC_LAYERS = (nn.modules.conv._ConvNd, nn.Linear)
 CONSTRAINTS = ("macs", "params")
 
 
-class PruningWarning(UserWarning):
-    """Raised (as a warning) when analysis excludes channel groups from pruning."""
+__all__ = ["CONSTRAINTS", "ChannelGroup", "LayerCall", "Member", "PrunableNetwork",
+           "PruningWarning"]
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,36 @@ def _as_inputs(example_inputs) -> tuple:
     raise InvalidArgumentError(
         f"example_inputs must be a tensor (or a tuple of tensors) shaped like one batch the "
         f"model takes, e.g. torch.randn(1, 3, 32, 32); got {type(example_inputs).__name__}")
+
+
+def _grouped_conv_fold(model: nn.Module, members: list[Member], size: int) -> np.ndarray | None:
+    """Root channel -> position within a conv group, when the group feeds or is produced by
+    a grouped (not depthwise) convolution; None otherwise.
+
+    Why: a grouped conv needs the same number of channels in each of its conv groups, and
+    Torch-Pruning's ConvPruner prunes its input assuming the same positions go in every
+    conv group (it keeps the first ``kept // groups`` input columns). So such a group is
+    acted on by position: channel ``p`` of the folded group is channel ``p`` of every conv
+    group at once (balanced by construction; the cost model and masks need nothing new).
+    Conv groups whose position maps disagree are left unfolded and verification decides.
+    """
+    modules = dict(model.named_modules())
+    fold = None
+    for m in members:
+        layer = modules[m.module]
+        if not isinstance(layer, nn.modules.conv._ConvNd) or layer.groups == 1:
+            continue
+        if tp.ops.module2type(layer) == tp.ops.OPTYPE.DEPTHWISE_CONV:
+            continue  # Torch-Pruning couples a depthwise conv's input and output itself
+        channels = layer.in_channels if m.kind == "in" else layer.out_channels
+        if not len(m.target_idx) == channels == size or len(np.unique(m.root_idx)) != size:
+            return None
+        this = np.empty(size, dtype=np.int64)
+        this[m.root_idx] = m.target_idx % (channels // layer.groups)
+        if fold is not None and not np.array_equal(fold, this):
+            return None
+        fold = this
+    return fold
 
 
 class PrunableNetwork:
@@ -139,15 +171,13 @@ class PrunableNetwork:
                 "be removed (the classifier and ignored_layers are never pruned)")
         self.cost = build_cost_model(self.model, self.calls, self.all_groups)
         self._build_mask_ops()
-        self._pristine = {n: p.detach().clone() for n, p in self.model.named_parameters()}
+        self._pristine = {n: p.detach().clone() for n, p in self._maskable().items()}
         self._touched: set[str] = set()
         self._scores: dict[str, list[np.ndarray]] = {}
         self._rankings: dict[str, list[np.ndarray]] = {}
         self._prefix: dict[str, dict] = {}
         self._topology = None
         if verify:
-            from prune_gym.verify import verify_groups
-
             verify_groups(self)
         self.base_macs = self.macs([g.size for g in self.groups])
         self.base_params = self.params([g.size for g in self.groups])
@@ -192,7 +222,8 @@ class PrunableNetwork:
     def _trace(self):
         try:
             with torch.enable_grad():  # tracing follows autograd; callers may be in no_grad
-                dg = tp.DependencyGraph().build_dependency(self.model, self.example_inputs)
+                dg = tp.DependencyGraph().build_dependency(
+                    self.model, self.example_inputs, customized_pruners=CUSTOMIZED_PRUNERS)
             modules = dict(self.model.named_modules())
             groups = list(dg.get_all_groups(
                 ignored_layers=[modules[n] for n in self.ignored_layers],
@@ -224,14 +255,21 @@ class PrunableNetwork:
                 tgt, first = np.unique(np.asarray(tgt, dtype=np.int64), return_index=True)
                 members.append(Member(name, kind, handler, tgt,
                                       np.asarray(root, dtype=np.int64)[first]))
+            size = len(tg[0].idxs)
+            fold = _grouped_conv_fold(self.model, members, size)
+            if fold is not None:
+                size = int(fold.max()) + 1
+                members = [Member(m.module, m.kind, m.handler, m.target_idx, fold[m.root_idx])
+                           for m in members]
             outs = [m.module for m in members if m.kind == "out"] or [m.module for m in members]
             order = min(first_call.get(n, 1 << 30) for n in outs)
             name = min(outs, key=lambda n: first_call.get(n, 1 << 30))
-            made.append((order, ChannelGroup(0, name, len(tg[0].idxs), tuple(members)), tg))
+            made.append((order, ChannelGroup(0, name, size, tuple(members)), tg, fold))
         made.sort(key=lambda t: t[0])
-        self._tp_groups = [tg for _, _, tg in made]
+        self._tp_groups = [tg for _, _, tg, _ in made]
+        self._folds = [fold for *_, fold in made]
         groups = []
-        for i, (_, g, _) in enumerate(made):
+        for i, (_, g, _, _) in enumerate(made):
             g.index = i
             if g.size < 2:
                 g.prunable, g.reason = False, "has a single channel (a group is never emptied)"
@@ -248,12 +286,26 @@ class PrunableNetwork:
         """Groups analysis found but excluded, each with its ``reason``."""
         return [g for g in self.all_groups if not g.prunable]
 
+    def _maskable(self) -> dict[str, torch.Tensor]:
+        """The working copy's tensors that masking may zero: every parameter, and the
+        gate buffers of layers with a customized pruner (:data:`pruners.MASK_BUFFERS`)."""
+        if getattr(self, "_gates", None) is None:  # (module, buffer) pairs, found once
+            self._gates = {f"{name}.{b}" if name else b: (module, b)
+                           for name, module in self.model.named_modules()
+                           for b in MASK_BUFFERS.get(type(module), ())}
+        tensors = dict(self.model.named_parameters())
+        for full, (module, b) in self._gates.items():
+            tensors[full] = getattr(module, b)
+        return tensors
+
     def _build_mask_ops(self) -> None:
-        """Per group: (param name, dim, target_idx, root_idx) slices that masking zeroes.
+        """Per group: (tensor name, dim, target_idx, root_idx) slices that masking zeroes.
 
         Zeroing a channel's producing weights and biases (and norm scale and shift) makes
         it exactly 0; zeroing the consumers' input columns as well makes the masked model
-        compute what the physically pruned one does. Verification checks it.
+        compute what the physically pruned one does. A parameter-free layer that adds
+        other channels onto a pruned one (the option-A shortcut) has a gate buffer that
+        is zeroed instead. Verification checks it.
         """
         modules = dict(self.model.named_modules())
         self._mask_ops: list[list[tuple]] = [[] for _ in self.all_groups]
@@ -261,6 +313,10 @@ class PrunableNetwork:
             for m in g.members:
                 module = modules[m.module]
                 size = len(m.target_idx)
+                if m.kind == "out":
+                    for bname in MASK_BUFFERS.get(type(module), ()):
+                        full = f"{m.module}.{bname}" if m.module else bname
+                        self._mask_ops[g.index].append((full, 0, m.target_idx, m.root_idx))
                 for pname, p in module.named_parameters(recurse=False):
                     full = f"{m.module}.{pname}" if m.module else pname
                     if m.kind == "out" and p.dim() >= 1 and p.shape[0] >= size:
@@ -274,9 +330,12 @@ class PrunableNetwork:
         criterion = check_criterion(importance or self.importance)
         if criterion not in self._scores:
             self.restore()
-            self._scores[criterion] = channel_scores(
-                self.model, self._dependency_groups(), criterion,
-                calibration=self.calibration, seed=self.seed)
+            scores = channel_scores(self.model, self._dependency_groups(), criterion,
+                                    calibration=self.calibration, seed=self.seed)
+            # a grouped conv's group ranks positions within a conv group: mean over groups
+            self._scores[criterion] = [
+                s if fold is None else np.bincount(fold, s) / np.bincount(fold)
+                for s, fold in zip(scores, self._folds)]
         return self._scores[criterion]
 
     def _rankings_for(self, importance: str | None) -> list[np.ndarray]:
@@ -312,9 +371,10 @@ class PrunableNetwork:
                 by_root[(self._names.get(tg[0].dep.target.module), len(tg[0].idxs))] = tg
             # a group is found again by its root layer, which is one of its "out" members
             self._tp_groups = [
-                next(tg for (root, n), tg in by_root.items() if n == g.size and root in
+                next(tg for (root, n), tg in by_root.items()
+                     if n == (g.size if fold is None else len(fold)) and root in
                      {m.module for m in g.members if m.kind == "out"})
-                for g in self.all_groups]
+                for g, fold in zip(self.all_groups, self._folds)]
         return self._tp_groups
 
     @property
@@ -389,13 +449,15 @@ class PrunableNetwork:
         The working copy computes exactly what ``export(keep)`` computes; :meth:`restore`
         (or the :meth:`masked` context) undoes it in well under a millisecond.
         """
-        self._zero(self._all_masks(self.masks(keep, importance)))
+        self.apply_masks(self._all_masks(self.masks(keep, importance)))
         return self.model
 
     @torch.no_grad()
-    def _zero(self, all_masks: list[np.ndarray]) -> None:
+    def apply_masks(self, all_masks: Sequence[np.ndarray]) -> None:
+        """Zero the working copy in place for kept-masks over :attr:`all_groups` (excluded
+        groups included): the low-level form of :meth:`apply_masked`, used by verification."""
         self.restore()
-        tensors = dict(self.model.named_parameters())
+        tensors = self._maskable()
         for g, mask in zip(self.all_groups, all_masks):
             if mask.all():
                 continue
@@ -412,7 +474,7 @@ class PrunableNetwork:
         """Return the working copy to the original weights."""
         if not self._touched:
             return
-        tensors = dict(self.model.named_parameters())
+        tensors = self._maskable()
         for name in self._touched:
             tensors[name].copy_(self._pristine[name])
         self._touched.clear()
@@ -425,15 +487,20 @@ class PrunableNetwork:
         finally:
             self.restore()
 
+    def original_copy(self) -> nn.Module:
+        """A deep copy of the model as it was given (never masked or pruned)."""
+        return copy.deepcopy(self._template)
+
     def _prune_copy(self, all_masks: list[np.ndarray]) -> nn.Module:
         """A fresh copy of the original model with pruned channels physically removed."""
-        model = copy.deepcopy(self._template)
+        model = self.original_copy()
         physical.apply(model, physical.plan(self.all_groups, all_masks))
         return model
 
     @contextmanager
-    def _pruned(self, all_masks: list[np.ndarray]):
-        """The working copy physically pruned to ``all_masks`` in place, restored on exit."""
+    def pruned_to_masks(self, all_masks: Sequence[np.ndarray]):
+        """The working copy physically pruned in place to kept-masks over
+        :attr:`all_groups`, restored on exit: the low-level form of :meth:`pruned`."""
         self.restore()
         with physical.pruned_in_place(self.model,
                                       physical.plan(self.all_groups, all_masks)) as model:
@@ -449,7 +516,7 @@ class PrunableNetwork:
         recalibrate BatchNorm, putting the statistics back); never train it: parameters
         of unpruned layers are the working copy's own. Exiting the block restores it.
         """
-        with self._pruned(self._all_masks(self.masks(keep, importance))) as model:
+        with self.pruned_to_masks(self._all_masks(self.masks(keep, importance))) as model:
             yield model
 
     def export(self, keep, importance: str | None = None) -> nn.Module:

@@ -14,7 +14,6 @@ Everything here is plain numpy/python, so a :class:`Topology` pickles with the n
 
 from __future__ import annotations
 
-import copy
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -40,7 +39,7 @@ _FN_RULES = tuple((re.compile(p), kind) for p, kind in (  # autograd node name -
     (r"(addmm|mm|linear)$", "linear"), (r"(cudnn|mkldnn)?convolution", "conv"),
     (r"(native|cudnn)(batch|layer|group)norm", "norm"),
     (r"(max|avg|adaptive\w*)pool|(mean|amax)$", "pool"),
-    (r"(constant|reflection|replication)pad", "pad"),
+    (r"(constant|reflection|replication|_channel)pad", "pad"),
     (r"(view|reshape|unsafeview|reshapealias|flatten|unsqueeze|squeeze|permute|transpose"
      r"|expand)$", "reshape"),
     (r"(slice|select|index|split|splitwithsizes|unbind|narrow)$", "slice"),
@@ -307,7 +306,8 @@ def _nodes(order, info, shapes, modules):
                          in_shape, shape))
             continue
         kind = "input" if key[0] == "input" else _fn_type(label)
-        label = {"constantpadnd": "pad", "nativebatchnorm": "batchnorm"}.get(label, label)
+        label = {"constantpadnd": "pad", "_channelpad": "pad",
+                 "nativebatchnorm": "batchnorm"}.get(label, label)
         k = counters[label] = counters.get(label, -1) + 1
         base = label if kind == "input" and k == 0 else f"{label}_{k}"
         rows.append((f"{scope}/{base}" if scope else base, None, kind, scope,
@@ -410,7 +410,7 @@ def _geometry(modules, module_of, in_shapes, out_shapes):
 
 def build_topology(net: PrunableNetwork) -> Topology:
     """Trace ``net``'s original model once and describe it as a :class:`Topology`."""
-    model = copy.deepcopy(net._template).eval()  # pristine weights; the working copy may be masked
+    model = net.original_copy().eval()  # pristine weights; the working copy may be masked
     modules = dict(model.named_modules())
     outputs, inputs, seen, leaf_out, shapes = _trace(model, net.example_inputs)
     collapse = {n for n, m in modules.items()

@@ -32,6 +32,11 @@ from prune_gym.errors import ModelAnalysisError
 if TYPE_CHECKING:
     from prune_gym.network import ChannelGroup, PrunableNetwork
 
+
+class PruningWarning(UserWarning):
+    """Raised (as a warning) when analysis excludes channel groups from pruning."""
+
+
 # Adversarial trial states: a contiguous half breaks grouped convolutions and
 # concatenations that a random choice might spare; the odd channels catch interleaving.
 _PATTERNS = ("first_half", "odd")
@@ -64,7 +69,7 @@ def check_masks(net: PrunableNetwork, all_masks, exact_cost: bool = True) -> str
     look for a failure of another kind.
     """
     try:
-        with net._pruned(all_masks) as model, torch.no_grad():
+        with net.pruned_to_masks(all_masks) as model, torch.no_grad():
             out = model(*net.example_inputs)
             if tuple(out.shape) != net.output_shape:
                 return f"pruning it changes the output shape to {tuple(out.shape)}"
@@ -73,7 +78,7 @@ def check_masks(net: PrunableNetwork, all_masks, exact_cost: bool = True) -> str
     except Exception as exc:  # noqa: BLE001 - any failure excludes the group
         return f"pruning it breaks the forward ({type(exc).__name__}: {str(exc)[:120]})"
     try:
-        net._zero(all_masks)
+        net.apply_masks(all_masks)
         with torch.no_grad():
             masked = net.model(*net.example_inputs)
     finally:
@@ -154,8 +159,6 @@ def _failing(net: PrunableNetwork, groups: list) -> tuple[list[tuple[ChannelGrou
 
 def warn_excluded(net: PrunableNetwork) -> None:
     """Warn, at the line that built ``net``, about groups that verification excluded."""
-    from prune_gym.network import PruningWarning
-
     excluded = [g for g in net.excluded_groups if g.reason and "single channel" not in g.reason]
     if excluded:
         names = ", ".join(g.name for g in excluded[:5]) + (" ..." if len(excluded) > 5 else "")

@@ -155,23 +155,30 @@ def test_classifier_is_never_pruned(analysed):
     assert all(classifier != m.module or m.kind == "in" for g in net.groups for m in g.members)
 
 
-def test_option_a_resnet_excludes_the_padded_residual_group():
+def test_option_a_resnet_prunes_each_residual_stream():
+    # one group per block (conv1's output) and one residual stream per stage: 9 + 3 = 12 on
+    # ResNet-20, 27 + 3 = 30 on ResNet-56 (the streams were excluded before the pad pruner)
     for factory, inner in ((resnet20, 9), (resnet56, 27)):
-        with pytest.warns(PruningWarning, match="excluded"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", PruningWarning)
             net = PrunableNetwork(factory(), torch.randn(*CIFAR))
-        assert [g.name for g in net.groups] == [
-            f"layer{s}.{b}.conv1" for s in (1, 2, 3) for b in range(inner // 3)]
-        assert len(net.excluded_groups) == 1
-        excluded = net.excluded_groups[0]
-        assert "layer1.0.bn2" in excluded.layers and excluded.reason
-        assert "EXCLUDED" in net.describe() and excluded.name in net.describe()
-
-
-def test_grouped_conv_groups_are_excluded_with_a_reason():
-    _, _, _, net = _analyse("grouped_conv")
-    touching = [g for g in net.all_groups if "grouped.0" in g.layers]
-    assert touching and all(not g.prunable and g.reason for g in touching)
-    assert any(g.name == "stem.0" for g in net.groups)
+        per_stage = inner // 3
+        streams = ["conv1", "layer2.0.conv2", "layer3.0.conv2"]
+        assert len(net.groups) == inner + 3 and not net.excluded_groups
+        assert sorted(g.name for g in net.groups) == sorted(
+            streams + [f"layer{s}.{b}.conv1" for s in (1, 2, 3) for b in range(per_stage)])
+        by_name = {g.name: g for g in net.groups}
+        assert [by_name[n].size for n in streams] == [16, 32, 64]
+        # the shortcut's input side is in the stage before, its output side in the stage after
+        sides = {(m.module, m.kind): g.name for g in net.groups for m in g.members
+                 if m.module.endswith("shortcut")}
+        assert sides == {("layer2.0.shortcut", "in"): "conv1",
+                         ("layer2.0.shortcut", "out"): "layer2.0.conv2",
+                         ("layer3.0.shortcut", "in"): "layer2.0.conv2",
+                         ("layer3.0.shortcut", "out"): "layer3.0.conv2"}
+        # every block of a stage adds onto its stream: all bn2 of stage s are in it
+        for s, name in zip((1, 2, 3), streams):
+            assert {f"layer{s}.{b}.bn2" for b in range(per_stage)} <= set(by_name[name].layers)
 
 
 def test_depthwise_and_concat_groups_are_prunable():

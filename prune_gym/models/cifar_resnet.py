@@ -9,7 +9,6 @@ shows up in the module tree, where tracers and graph observations can see it.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from prune_gym.errors import InvalidArgumentError
@@ -26,12 +25,47 @@ __all__ = [
 ]
 
 
+class _ChannelPad(torch.autograd.Function):
+    """``out[:, dst] = x[:, src] * gate[dst]``, zeros elsewhere: a channel pad as one op.
+
+    Why one autograd op rather than ``F.pad``: Torch-Pruning's tracer reads the autograd
+    graph and takes an op it does not know (``F.pad`` among them) for an elementwise one,
+    which couples channels 1:1 across a pad that shifts and adds them. With the whole pad
+    in a single node whose output belongs to :class:`PadShortcut`, a customized pruner
+    (:mod:`prune_gym.pruners`) can own the mapping and keep it right after pruning.
+    """
+
+    @staticmethod
+    def forward(ctx, x, src, dst, gate, out_channels):  # noqa: D102 - autograd protocol
+        out = x.new_zeros((x.shape[0], out_channels, *x.shape[2:]))
+        out.index_copy_(1, dst, x.index_select(1, src) * gate[dst].view(1, -1, *[1] * (
+            x.dim() - 2)))
+        ctx.save_for_backward(src, dst, gate)
+        ctx.in_channels = x.shape[1]
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102 - autograd protocol
+        src, dst, gate = ctx.saved_tensors
+        scaled = grad.index_select(1, dst) * gate[dst].view(1, -1, *[1] * (grad.dim() - 2))
+        grad_x = grad.new_zeros((grad.shape[0], ctx.in_channels, *grad.shape[2:]))
+        grad_x.index_copy_(1, src, scaled)
+        return grad_x, None, None, None, None
+
+
 class PadShortcut(nn.Module):
     """Option-A shortcut: subsample spatially and zero-pad channels; no parameters.
 
     Zero padding instead of a 1x1 projection keeps the parameter count of the original
     paper, and it is the coupling pruning tracers most often get wrong, so it is worth
     having as a named, inspectable op.
+
+    The padding is held as a channel map (non-persistent buffers, so checkpoints are
+    unchanged): input channel ``src[j]`` lands on output channel ``dst[j]``; unmapped
+    output channels are zero. Unpruned, that is ``pad_front`` zeros, the input, and
+    ``pad_back`` zeros. After channel pruning the map keeps each surviving input channel
+    on the output channel it was added to, which front/back padding alone cannot say.
+    ``gate`` (ones) scales each output channel: masked pruning zeroes entries of it.
     """
 
     def __init__(self, in_planes: int, out_planes: int, stride: int = 2) -> None:
@@ -48,10 +82,13 @@ class PadShortcut(nn.Module):
         # For the akamaster layout (out = 2 * in) this is planes // 4 on each side.
         self.pad_front = extra // 2
         self.pad_back = extra - self.pad_front
+        self.register_buffer("src", torch.arange(in_planes), persistent=False)
+        self.register_buffer("dst", torch.arange(in_planes) + self.pad_front, persistent=False)
+        self.register_buffer("gate", torch.ones(out_planes), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x[:, :, :: self.stride, :: self.stride]
-        return F.pad(x, (0, 0, 0, 0, self.pad_front, self.pad_back))
+        return _ChannelPad.apply(x, self.src, self.dst, self.gate, self.out_planes)
 
     def extra_repr(self) -> str:
         return f"{self.in_planes}->{self.out_planes}, stride={self.stride}"
