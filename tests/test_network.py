@@ -20,7 +20,7 @@ from prune_gym.errors import (
 from prune_gym.models import digits_cnn, mobilenetv2, resnet20, resnet56, vgg16_bn
 from prune_gym.network import PruningWarning
 from prune_gym.verify import measure
-from tests.toy_models import ConcatNet, FunctionalReuseNet, GroupedNet, SENet
+from tests.toy_models import ConcatNet, FunctionalReuseNet, GroupedNet, SENet, ShuffleNet
 
 CIFAR = (1, 3, 32, 32)
 MODELS = {
@@ -33,6 +33,7 @@ MODELS = {
     "squeeze_excite": (SENet, (2, 3, 16, 16)),
     "grouped_conv": (GroupedNet, (2, 3, 16, 16)),
     "functional_reuse": (FunctionalReuseNet, (2, 3, 16, 16)),
+    "channel_shuffle": (ShuffleNet, (2, 3, 16, 16)),
 }
 
 
@@ -179,6 +180,16 @@ def test_option_a_resnet_prunes_each_residual_stream():
         # every block of a stage adds onto its stream: all bn2 of stage s are in it
         for s, name in zip((1, 2, 3), streams):
             assert {f"layer{s}.{b}.bn2" for b in range(per_stage)} <= set(by_name[name].layers)
+
+
+def test_channel_shuffle_group_is_excluded_with_a_reason():
+    # Torch-Pruning follows the shuffle's view/transpose/reshape as if channels kept their
+    # order, and the chunk before it needs equal halves: the stem's group is wrong, and
+    # verification excludes it; the groups inside the branch and after it stay prunable.
+    _, _, _, net = _analyse("channel_shuffle")
+    assert [g.name for g in net.excluded_groups] == ["stem.0"]
+    assert "forward" in net.excluded_groups[0].reason
+    assert {g.name for g in net.groups} == {"branch.0", "head.0"}
 
 
 def test_depthwise_and_concat_groups_are_prunable():

@@ -85,3 +85,29 @@ class FunctionalReuseNet(nn.Module):
         x = self.act(x + 0.5 * self.conv3(y))
         x = self.act(self.conv4(F.max_pool2d(x, 2)))
         return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """ShuffleNet's channel shuffle: interleave the channels of ``groups`` equal parts."""
+    n, c, h, w = x.shape
+    return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+class ShuffleNet(nn.Module):
+    """A ShuffleNetV2 unit: channel split, one branch convolved, concatenate, shuffle."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.stem = conv_bn(3, 16)
+        self.branch = nn.Sequential(nn.Conv2d(8, 8, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                                    nn.Conv2d(8, 8, 3, 1, 1, groups=8, bias=False),
+                                    nn.BatchNorm2d(8), nn.Conv2d(8, 8, 1, bias=False),
+                                    nn.BatchNorm2d(8), nn.ReLU())
+        self.head = conv_bn(16, 24, stride=2)
+        self.fc = nn.Linear(24, num_classes)
+
+    def forward(self, x):
+        x = self.stem(x)
+        left, right = x.chunk(2, dim=1)
+        x = channel_shuffle(torch.cat([left, self.branch(right)], dim=1), 2)
+        return self.fc(self.head(x).mean((2, 3)))
