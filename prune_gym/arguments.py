@@ -118,5 +118,5 @@ def check_callable(value, argument: str, signature: str) -> Callable | None:
     """``value`` if it is ``None`` or callable, else an error showing ``signature``."""
     if value is not None and not callable(value):
         raise InvalidArgumentError(f"{argument} must be a callable {signature}; got "
-                                   f"{type(value).__name__}")
+                                   f"{value!r} ({type(value).__name__})")
     return value

@@ -34,6 +34,14 @@ def raises(error: type[PruneGymError], *words: str):
     return pytest.raises(error, match=re.compile(pattern, re.IGNORECASE | re.DOTALL))
 
 
+def assert_not_advanced(env: gym.Env) -> None:
+    """Nothing half-done: after refused actions the network is whole and the next valid
+    action is still step 1."""
+    assert env.unwrapped.keep == [g.size for g in env.unwrapped.net.groups]
+    *_, info = env.step(env.action_space.sample())
+    assert info["step"] == 1
+
+
 @pytest.mark.parametrize("env_id", ENV_IDS)
 def test_step_before_reset_and_after_the_end(task, net, env_id) -> None:
     env = gym.make(env_id, model=net, val_data=task.val_data)
@@ -69,7 +77,7 @@ def test_wrong_action_shape_dtype_and_non_finite(envs, env_id) -> None:
             action[0] = bad
             with raises(InvalidArgumentError, "action", "nan or inf"):
                 env.step(action)
-    assert env.unwrapped._t == 0  # nothing half-done: the episode did not advance
+    assert_not_advanced(env)
 
 
 @pytest.mark.parametrize("env_id", ENV_IDS)
@@ -84,7 +92,7 @@ def test_actions_outside_the_space(envs, env_id) -> None:
     for action in bad:
         with raises(InvalidArgumentError, "action"):
             env.step(action)
-    assert env.unwrapped._t == 0
+    assert_not_advanced(env)
 
 
 @pytest.mark.filterwarnings("ignore:.*render_mode:UserWarning")  # gymnasium's, before ours
@@ -137,6 +145,56 @@ def test_unreachable_budget_names_smallest_ratio(task, net, env_id, kwargs) -> N
 def test_bad_options(task, net, kwargs, words) -> None:
     with raises(InvalidArgumentError, *words):
         gym.make("LayerRatio-v0", model=net, val_data=task.val_data, **kwargs)
+
+
+# The environment hands some of its arguments on under other names (eval_samples becomes the
+# Evaluator's max_samples, eval_batch_size its batch_size): a bad value must be reported under
+# the name the user typed, and never under the name it was handed on as.
+@pytest.mark.parametrize("env_id, argument, value, not_named", [
+    ("LayerRatio-v0", "eval_samples", 0, "max_samples"),
+    ("LayerRatio-v0", "eval_samples", 2.5, "max_samples"),
+    ("DNNGraph-v0", "eval_batch_size", 0, r"\bbatch_size"),
+    ("DNNGraph-v0", "eval_batch_size", np.float32(8), r"\bbatch_size"),
+    ("ChannelMask-v0", "eval_cache", -1, "cache_size"),
+    ("LayerRatio-v0", "bn_recalibration", -1, None),
+    ("LayerRatio-v0", "bn_recalibration", "4", None),
+    ("LayerRatio-v0", "evaluate", "accuracy", r"^fn\b"),
+    ("LayerRatio-v0", "finetune_lr", float("nan"), None),
+    ("LayerRatio-v0", "finetune_lr", "fast", None),
+    ("LayerRatio-v0", "finetune_batch_size", 0, r"\bbatch_size"),
+    ("LayerRatio-v0", "seed", 1.5, None),
+    ("LayerRatio-v0", "max_ratio", True, None),
+    ("DNNGraph-v0", "max_steps", np.int64(0), None),
+    ("ChannelMask-v0", "max_channels", "many", None),
+])
+def test_bad_values_are_named_as_typed(task, net, env_id, argument, value, not_named) -> None:
+    kwargs = {argument: value, "train_data": task.data.train.as_tuple()}
+    if argument == "finetune_batch_size":
+        # Taylor importance slices its calibration batch with it, before fine-tuning does
+        kwargs.update(importance="taylor", finetune_steps=2)
+    with pytest.raises(InvalidArgumentError) as caught:
+        gym.make(env_id, model=net, val_data=task.val_data, **kwargs)
+    message = str(caught.value)
+    assert argument in message and repr(value) in message
+    if not_named:
+        assert not re.search(not_named, message), message
+
+
+def test_numpy_scalars_are_accepted_everywhere(task, net) -> None:
+    """Values read out of arrays or configs (np.int64, np.float32) work like Python's."""
+    env = gym.make("DNNGraph-v0", model=net, val_data=task.val_data,
+                   train_data=task.data.train.as_tuple(), eval_samples=np.int64(40),
+                   eval_batch_size=np.int32(7), eval_cache=np.int64(8),
+                   bn_recalibration=np.int64(1), max_steps=np.int64(2),
+                   max_ratio=np.float32(0.5), budget=np.float64(0.6), seed=np.int64(3),
+                   finetune_steps=np.int64(1), finetune_lr=np.float32(0.01),
+                   finetune_batch_size=np.int64(16))
+    base = env.unwrapped
+    assert len(base.evaluator.x) == 40 and base.evaluator.batch_size == 7
+    assert base.max_steps == 2 and base.max_ratio == 0.5 and base.budget == pytest.approx(0.6)
+    env.reset()
+    *_, info = env.step(np.ones(env.action_space.shape, dtype=np.float32))
+    assert 0.0 <= info["accuracy"] <= 1.0
 
 
 def test_bad_max_steps(task, net) -> None:

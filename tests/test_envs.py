@@ -3,11 +3,13 @@ determinism, pickling, vector environments, export, rendering and evaluation opt
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
 import math
 import pickle
 import re
+import signal
 import warnings
 from pathlib import Path
 
@@ -23,6 +25,21 @@ from prune_gym import ENV_IDS
 from prune_gym.verify import measure
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def time_limit(seconds: int):
+    """Fail instead of hanging when worker processes stop answering (main thread only)."""
+    def expire(signum, frame):
+        raise TimeoutError(f"vector env did not finish within {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def run_episode(env: gym.Env, policy=None, seed: int | None = None):
@@ -205,8 +222,12 @@ def test_dnn_graph_terminates_when_feasible_and_truncates_after_max_steps(make) 
     _, reward, term, trunc, info = steps[0]
     assert term and not trunc and info["cost"] == 0.0 and info["feasible"]
     assert reward == info["accuracy"]
-    steps = run_episode(env, constant(-0.8))  # small cuts: several steps, then feasible
-    assert 1 < len(steps) <= 3 and all(s[4]["cost"] == 0 for s in steps[:-1])
+    steps = run_episode(env, constant(-0.5))  # 20 % cuts: two steps, then feasible
+    assert len(steps) == 2 and all(s[4]["cost"] == 0 and not s[2] for s in steps[:-1])
+    assert not steps[0][4]["feasible"]  # one cut is not enough ...
+    _, reward, term, trunc, info = steps[-1]  # ... the second one is, and that ends it
+    assert term and not trunc and info["feasible"] and info["cost"] == 0.0
+    assert info["macs"] <= 0.5 * env.unwrapped.net.base_macs and reward == info["accuracy"]
 
 
 def test_dnn_graph_project_mode_always_terminates_feasible(make) -> None:
@@ -374,18 +395,30 @@ def test_async_vector_env(task) -> None:
         return gym.make("LayerRatio-v0", val_data=task.val_data,
                         train_data=task.data.train.as_tuple())
 
+    # the same episode in this process is what each worker must report
+    local = factory()
+    actions = np.array([[0.6], [-0.8]], dtype=np.float32)  # worker i always acts actions[i]
+    expected = [run_episode(local, constant(float(a[0])))[-1] for a in actions]
+    assert expected[0][4]["keep"] != expected[1][4]["keep"]
     # forkserver here; the default fork after torch ran is tests/test_vector_envs.py's
-    envs = gym.vector.AsyncVectorEnv([factory, factory], context="forkserver")
-    try:
-        obs, infos = envs.reset(seed=0)
-        assert envs.single_observation_space.contains({k: v[0] for k, v in obs.items()})
-        costs = []
-        for _ in range(envs.get_attr("num_groups")[0]):
-            obs, rewards, term, trunc, infos = envs.step(envs.action_space.sample())
-            costs.append(infos["cost"])
-        assert term.all() and (rewards >= 0).all() and "accuracy" in infos
-    finally:
-        envs.close()
+    with time_limit(120):
+        envs = gym.vector.AsyncVectorEnv([factory, factory], context="forkserver")
+        try:
+            obs, infos = envs.reset(seed=0)
+            assert envs.single_observation_space.contains({k: v[0] for k, v in obs.items()})
+            costs = []
+            for _ in range(local.unwrapped.num_groups):
+                obs, rewards, term, trunc, infos = envs.step(actions)
+                costs.append(infos["cost"])
+        finally:
+            envs.close()
+    assert term.all() and not trunc.any()
+    assert all((c == 0).all() for c in costs[:-1])  # the cost is paid at the end only
+    for i, (_, reward, _, _, info) in enumerate(expected):
+        assert infos["keep"][i] == info["keep"]
+        assert costs[-1][i] == info["cost"] and infos["feasible"][i] == info["feasible"]
+        assert rewards[i] == reward == infos["accuracy"][i]  # accuracy reward: the score
+    assert costs[-1][1] > 0 and costs[-1][0] == 0  # light pruning overspends, heavy does not
 
 
 def test_env_docs_are_generated_from_docstrings() -> None:
