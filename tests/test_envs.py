@@ -3,13 +3,11 @@ determinism, pickling, vector environments, export, rendering and evaluation opt
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import importlib.util
 import math
 import pickle
 import re
-import signal
 import warnings
 from pathlib import Path
 
@@ -23,23 +21,9 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 import prune_gym
 from prune_gym import ENV_IDS
 from prune_gym.verify import measure
+from tests.time_limit import time_limit
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@contextlib.contextmanager
-def time_limit(seconds: int):
-    """Fail instead of hanging when worker processes stop answering (main thread only)."""
-    def expire(signum, frame):
-        raise TimeoutError(f"vector env did not finish within {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def run_episode(env: gym.Env, policy=None, seed: int | None = None):
