@@ -13,6 +13,7 @@ this very network and excludes, with a reason, any group for which they do not.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -98,10 +99,11 @@ def _grouped_conv_fold(model: nn.Module, members: list[Member], size: int) -> np
     conv group (it keeps the first ``kept // groups`` input columns). So such a group is
     acted on by position: channel ``p`` of the folded group is channel ``p`` of every conv
     group at once (balanced by construction; the cost model and masks need nothing new).
-    Conv groups whose position maps disagree are left unfolded and verification decides.
+    Several grouped convs on one tensor fold to the greatest common block size. A group
+    whose members map channels differently is left unfolded and verification decides.
     """
     modules = dict(model.named_modules())
-    fold = None
+    target_of_root, block = None, 0
     for m in members:
         layer = modules[m.module]
         if not isinstance(layer, nn.modules.conv._ConvNd) or layer.groups == 1:
@@ -112,11 +114,13 @@ def _grouped_conv_fold(model: nn.Module, members: list[Member], size: int) -> np
         if not len(m.target_idx) == channels == size or len(np.unique(m.root_idx)) != size:
             return None
         this = np.empty(size, dtype=np.int64)
-        this[m.root_idx] = m.target_idx % (channels // layer.groups)
-        if fold is not None and not np.array_equal(fold, this):
+        this[m.root_idx] = m.target_idx
+        if target_of_root is not None and not np.array_equal(target_of_root, this):
             return None
-        fold = this
-    return fold
+        # several grouped convs on one tensor: a position within the smallest common block
+        # is the same position within each conv's larger ones
+        target_of_root, block = this, math.gcd(block, channels // layer.groups)
+    return None if target_of_root is None else target_of_root % block
 
 
 class PrunableNetwork:

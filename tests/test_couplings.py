@@ -15,7 +15,7 @@ from prune_gym.models import PadShortcut, resnet56
 from prune_gym.network import PruningWarning
 from prune_gym.pruners import PadShortcutPruner
 from prune_gym.verify import measure
-from tests.toy_models import GroupedNet
+from tests.toy_models import GroupedNet, SharedGroupedNet
 
 STREAMS = ("conv1", "layer2.0.conv2", "layer3.0.conv2")
 
@@ -132,6 +132,22 @@ def test_grouped_conv_is_pruned_balanced_across_its_conv_groups():
         torch.testing.assert_close(conv.weight, w[rows][:, kept_in], rtol=0, atol=0)
     # the ranking is over positions: each once
     assert sorted(net.ranking(by_name["grouped.0"]).tolist()) == list(range(8))
+
+
+def test_a_tensor_read_by_two_grouped_convs_folds_to_their_common_block():
+    torch.manual_seed(0)
+    model = _randomised(SharedGroupedNet())
+    x = torch.randn(2, 3, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PruningWarning)
+        net = PrunableNetwork(model, x)
+    stem = next(i for i, g in enumerate(net.groups) if g.name == "stem.0")
+    assert net.groups[stem].size == 4  # blocks of 4 (groups=4) and 8 (groups=2): gcd 4
+    rng = np.random.default_rng(2)
+    for _ in range(3):
+        keep = [int(rng.integers(1, g.size + 1)) for g in net.groups]
+        pruned = _check_export(net, keep, x)
+        assert pruned.g4.in_channels == pruned.g2.in_channels == 4 * keep[stem]
 
 
 def test_engine_modules_import_without_a_cycle_or_private_access():

@@ -111,3 +111,18 @@ class ShuffleNet(nn.Module):
         left, right = x.chunk(2, dim=1)
         x = channel_shuffle(torch.cat([left, self.branch(right)], dim=1), 2)
         return self.fc(self.head(x).mean((2, 3)))
+
+
+class SharedGroupedNet(nn.Module):
+    """One tensor read by two grouped convolutions with different group counts (4 and 2)."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.stem = conv_bn(3, 16)
+        self.g4 = nn.Conv2d(16, 16, 3, padding=1, groups=4, bias=False)
+        self.g2 = nn.Conv2d(16, 8, 3, padding=1, groups=2, bias=False)
+        self.fc = nn.Linear(24, num_classes)
+
+    def forward(self, x):
+        x = self.stem(x)
+        return self.fc(torch.cat([self.g4(x), self.g2(x)], dim=1).mean((2, 3)))
