@@ -207,3 +207,13 @@ def test_recalibration_uses_its_own_batches_not_the_eval_batch_size(model, data)
 def test_bad_evaluation_settings(kwargs, match, data):
     with pytest.raises(InvalidArgumentError, match=match):
         Evaluator(data, **kwargs)
+
+
+def test_numpy_integers_are_accepted_like_python_ones(data):
+    """An environment hands np.int64 values on (eval_samples from a config array, say)."""
+    x, y = data
+    evaluator = Evaluator(data, max_samples=np.int64(30), batch_size=np.int32(7),
+                          cache_size=np.int64(2), train_data=data,
+                          bn_recalibration=np.int64(1), bn_batch_size=np.int16(10))
+    assert len(evaluator.x) == 30 and evaluator.batch_size == 7
+    assert len(evaluator.train_x) == 10 and type(evaluator.bn_recalibration) is int
