@@ -68,6 +68,9 @@ def test_channel_pad_gradient_is_the_adjoint_of_the_pad():
     sc = PadShortcut(3, 7, stride=1).double()
     x = torch.randn(2, 3, 3, 3, dtype=torch.double, requires_grad=True)
     assert torch.autograd.gradcheck(sc, (x,))
+    # a half-precision input (as under autocast) meets the float32 gate: output follows x
+    half = PadShortcut(3, 7, stride=1)(x.detach().bfloat16())
+    assert half.dtype == torch.bfloat16 and torch.equal(half[:, 2:5], x.detach().bfloat16())
 
 
 def test_resnet56_with_residual_streams_pruned_exports_and_matches():

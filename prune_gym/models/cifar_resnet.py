@@ -38,8 +38,8 @@ class _ChannelPad(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, src, dst, gate, out_channels):  # noqa: D102 - autograd protocol
         out = x.new_zeros((x.shape[0], out_channels, *x.shape[2:]))
-        out.index_copy_(1, dst, x.index_select(1, src) * gate[dst].view(1, -1, *[1] * (
-            x.dim() - 2)))
+        scale = gate[dst].to(x.dtype).view(1, -1, *[1] * (x.dim() - 2))  # autocast-safe
+        out.index_copy_(1, dst, x.index_select(1, src) * scale)
         ctx.save_for_backward(src, dst, gate)
         ctx.in_channels = x.shape[1]
         return out
@@ -47,7 +47,8 @@ class _ChannelPad(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):  # noqa: D102 - autograd protocol
         src, dst, gate = ctx.saved_tensors
-        scaled = grad.index_select(1, dst) * gate[dst].view(1, -1, *[1] * (grad.dim() - 2))
+        scale = gate[dst].to(grad.dtype).view(1, -1, *[1] * (grad.dim() - 2))
+        scaled = grad.index_select(1, dst) * scale
         grad_x = grad.new_zeros((grad.shape[0], ctx.in_channels, *grad.shape[2:]))
         grad_x.index_copy_(1, src, scaled)
         return grad_x, None, None, None, None
