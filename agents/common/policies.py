@@ -11,6 +11,8 @@ shared by all of them, so the same policy acts on any network observed with the 
   the mean embedding of the nodes whose ``group`` key is ``g`` (a scatter-mean), joined
   with the policy latent; groups the network lacks (padding up to ``max_groups``) are masked.
 * ``LayerRatio-v0`` (``"current"``): the head reads the node being decided (``current_node``).
+* For both Box heads the Gaussian mean is squashed into [-1, 1] by tanh (samples are not),
+  so that exploration never collapses onto the clipped bound.
 * ``ChannelMask-v0`` (``"channel"``): one Bernoulli per channel from its ``channel_features``,
   the current node's embedding and the policy latent; channels with ``channel_mask == 0``
   are never set and add 0 to log-probability and entropy (so no action mask is needed).
@@ -134,7 +136,14 @@ class NodeActionHead(nn.Module):
             context = torch.cat([current, latent_pi], 1).unsqueeze(1).expand(size, width, -1)
             inputs = torch.cat([obs["channel_features"].float(), context], 2)
             mask = (obs["channel_mask"] > 0.5).to(latent_pi)
-        return self.net(inputs).squeeze(-1) * mask, mask
+        out = self.net(inputs).squeeze(-1)
+        if self.mode != "channel":
+            # The Gaussian mean stays inside the action box (the samples do not): an
+            # unbounded mean drifts past -1 ("prune nothing"), every sample is then clipped
+            # to the same action, episodes stop differing, and both advantages, reward and
+            # cost, become exactly 0, so no Lagrange multiplier can pull the policy back.
+            out = torch.tanh(out)
+        return out * mask, mask
 
 
 class GraphPolicy(ActorCriticPolicy):
