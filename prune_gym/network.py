@@ -72,10 +72,7 @@ class LayerCall:
     """One call of a leaf module during the analysis forward (reused modules appear twice)."""
 
     name: str
-    module_type: str
     order: int
-    in_shape: tuple
-    out_shape: tuple
     rows: int = 0  # output positions of a conv/linear call (its MACs = rows x weight.numel())
 
 
@@ -194,8 +191,7 @@ class PrunableNetwork:
             if not isinstance(out, torch.Tensor) or not args or not isinstance(args[0],
                                                                                 torch.Tensor):
                 return
-            call = LayerCall(self._names[module], type(module).__name__, len(calls),
-                             tuple(args[0].shape), tuple(out.shape))
+            call = LayerCall(self._names[module], len(calls))
             if isinstance(module, _MAC_LAYERS):
                 channels = out.shape[1] if isinstance(module, nn.modules.conv._ConvNd) else \
                     out.shape[-1]

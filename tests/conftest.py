@@ -17,23 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT))
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-RESNET20_CKPT = SHARED_DATA / "resnet20-cifar10-akamaster.th"
-RESNET56_CKPT = SHARED_DATA / "resnet56-cifar10-akamaster.th"
-CIFAR10_JPEG = SHARED_DATA / "cifar10-jpg.tar.gz"
-
-
-def has_shared(*names: str) -> bool:
-    """True when every named file exists in the reference data folder."""
-    return all((SHARED_DATA / n).is_file() for n in names)
-
-
-def needs_shared(*names: str) -> pytest.MarkDecorator:
-    """Skip unless the named reference files are present (and mark as ``shared_data``)."""
-    present = SHARED_DATA.is_dir() and has_shared(*names)
-    return pytest.mark.skipif(
-        not present, reason=f"reference data {', '.join(names) or ''} absent from {SHARED_DATA}"
-    )
+from tests.shared_data import SHARED_DATA  # noqa: E402 - after the path fix above
 
 
 @pytest.fixture(scope="session")

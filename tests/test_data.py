@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CIFAR10_JPEG, needs_shared
 from PIL import Image
 
 from prune_gym.data import (
@@ -28,6 +27,7 @@ from prune_gym.data import (
     prepare_cifar10_jpeg,
 )
 from prune_gym.errors import DataError, PruneGymError
+from tests.shared_data import CIFAR10_JPEG, needs_shared
 
 CLASSES = ("cat", "dog", "frog")
 

@@ -7,7 +7,6 @@ import sys
 
 import pytest
 import torch
-from conftest import RESNET20_CKPT, RESNET56_CKPT, needs_shared
 from torch import nn
 
 from prune_gym.errors import CheckpointError, InvalidArgumentError, PruneGymError
@@ -24,6 +23,7 @@ from prune_gym.models import (
     resnet56,
     verify_sha256,
 )
+from tests.shared_data import RESNET20_CKPT, RESNET56_CKPT, needs_shared
 
 
 def n_params(model: nn.Module) -> int:

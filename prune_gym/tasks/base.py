@@ -29,7 +29,6 @@ class Task:
         budget: Default fraction of the original MACs to keep.
         num_classes: Number of classes.
         description: One line on what the task is.
-        constraint: Metric the budget applies to (``"macs"``).
         metadata: Provenance: weight and data paths, accuracies, cache files.
     """
 
@@ -40,7 +39,6 @@ class Task:
     budget: float
     num_classes: int
     description: str
-    constraint: str = "macs"
     metadata: dict[str, Any] = field(default_factory=dict)
 
     @property
