@@ -15,22 +15,11 @@ from prune_gym.models import PadShortcut, resnet56
 from prune_gym.network import PruningWarning
 from prune_gym.pruners import PadShortcutPruner
 from prune_gym.verify import measure
-from tests.toy_models import GroupedNet, SharedGroupedNet
+from tests.toy_models import GroupedNet, SharedGroupedNet, randomised
 
 STREAMS = ("conv1", "layer2.0.conv2", "layer3.0.conv2")
 
 
-def _randomised(model: nn.Module) -> nn.Module:
-    """Non-trivial BatchNorm statistics and shifts, so a wrong channel cannot hide as zero."""
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.5, generator=gen)
-                m.running_var.uniform_(0.5, 2.0, generator=gen)
-                m.weight.normal_(1, 0.3, generator=gen)
-                m.bias.normal_(0, 0.3, generator=gen)
-    return model.eval()
 
 
 def _check_export(net: PrunableNetwork, keep, x: torch.Tensor) -> nn.Module:
@@ -75,7 +64,7 @@ def test_channel_pad_gradient_is_the_adjoint_of_the_pad():
 
 def test_resnet56_with_residual_streams_pruned_exports_and_matches():
     torch.manual_seed(0)
-    model = _randomised(resnet56())
+    model = randomised(resnet56())
     x = torch.randn(2, 3, 32, 32)
     with warnings.catch_warnings():
         warnings.simplefilter("error", PruningWarning)
@@ -110,7 +99,7 @@ def test_resnet56_with_residual_streams_pruned_exports_and_matches():
 
 def test_grouped_conv_is_pruned_balanced_across_its_conv_groups():
     torch.manual_seed(0)
-    model = _randomised(GroupedNet())
+    model = randomised(GroupedNet())
     x = torch.randn(2, 3, 16, 16)
     with warnings.catch_warnings():
         warnings.simplefilter("error", PruningWarning)
@@ -139,7 +128,7 @@ def test_grouped_conv_is_pruned_balanced_across_its_conv_groups():
 
 def test_a_tensor_read_by_two_grouped_convs_folds_to_their_common_block():
     torch.manual_seed(0)
-    model = _randomised(SharedGroupedNet())
+    model = randomised(SharedGroupedNet())
     x = torch.randn(2, 3, 8, 8)
     with warnings.catch_warnings():
         warnings.simplefilter("error", PruningWarning)

@@ -5,8 +5,6 @@ saving like VecNormalize, SAC and TD3 on a two-worker SubprocVecEnv sharing one 
 from __future__ import annotations
 
 import importlib
-import signal
-from contextlib import contextmanager
 
 import gymnasium as gym
 import numpy as np
@@ -19,6 +17,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
 from agents.common.vec_env import LagrangianRewardWrapper
 from prune_gym.errors import CheckpointError, InvalidArgumentError, PruneGymError
+from tests.time_limit import time_limit
 
 
 class TwoSteps(gym.Env):
@@ -164,21 +163,6 @@ def test_env_without_the_cost_key_is_named() -> None:
 
 
 # -- any SB3 algorithm, two subprocess workers, one lambda -------------------------------------
-@contextmanager
-def time_limit(seconds: int):
-    """Fail (rather than stall the suite) if the block runs longer than ``seconds``."""
-    def fail(signum, frame):
-        raise TimeoutError(f"did not finish within {seconds} s (a worker process hung?)")
-
-    previous = signal.signal(signal.SIGALRM, fail)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 def _factory(env_id: str):
     """A picklable constructor for the workers: the default task, a small eval subset."""
     def make_env():

@@ -20,7 +20,14 @@ from prune_gym.errors import (
 from prune_gym.models import digits_cnn, mobilenetv2, resnet20, resnet56, vgg16_bn
 from prune_gym.network import PruningWarning
 from prune_gym.verify import measure
-from tests.toy_models import ConcatNet, FunctionalReuseNet, GroupedNet, SENet, ShuffleNet
+from tests.toy_models import (
+    ConcatNet,
+    FunctionalReuseNet,
+    GroupedNet,
+    SENet,
+    ShuffleNet,
+    randomised,
+)
 
 CIFAR = (1, 3, 32, 32)
 MODELS = {
@@ -37,23 +44,12 @@ MODELS = {
 }
 
 
-def _randomised(model: nn.Module) -> nn.Module:
-    """Non-trivial BatchNorm statistics, so masking errors cannot hide behind zeros."""
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.5, generator=gen)
-                m.running_var.uniform_(0.5, 2.0, generator=gen)
-                m.weight.normal_(1, 0.3, generator=gen)
-                m.bias.normal_(0, 0.3, generator=gen)
-    return model.eval()
 
 
 def _analyse(name):
     factory, shape = MODELS[name]
     torch.manual_seed(0)
-    model = _randomised(factory())
+    model = randomised(factory())
     x = torch.randn(*shape)
     before = copy.deepcopy(model.state_dict())
     with warnings.catch_warnings():
@@ -219,7 +215,7 @@ def test_counts_keep_the_most_important_channels():
 @pytest.mark.parametrize("criterion", ["l1", "l2", "bn_scale", "random", "taylor"])
 def test_importance_criteria_rank_every_channel(criterion):
     torch.manual_seed(0)
-    model = _randomised(digits_cnn())
+    model = randomised(digits_cnn())
     x = torch.randn(16, 1, 8, 8)
     calibration = (x, torch.randint(0, 10, (16,)))
     net = PrunableNetwork(model, x[:1], importance=criterion, calibration=calibration)
@@ -229,7 +225,7 @@ def test_importance_criteria_rank_every_channel(criterion):
 
 def test_l1_ranks_a_zeroed_channel_last():
     torch.manual_seed(0)
-    model = _randomised(digits_cnn())
+    model = randomised(digits_cnn())
     net = PrunableNetwork(model, torch.randn(1, 1, 8, 8))
     first = net.groups[0].members[0]
     assert first.kind == "out"
