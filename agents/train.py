@@ -38,6 +38,7 @@ from agents.common.callbacks import (
     RunCheckpointCallback,
     write_json_atomic,
 )
+from prune_gym.arguments import check_int
 from prune_gym.errors import InvalidArgumentError, PruneGymError
 from prune_gym.wrappers import EpisodeRecorder
 
@@ -282,6 +283,8 @@ def train(env_id: str | None = None, algo: str | type[BaseAlgorithm] | None = No
         InvalidArgumentError: unknown names, or a checkpoint whose spaces differ from the env's.
         RunDirectoryError: ``run_dir`` holds another run (or any run, without ``resume``).
     """
+    check_int(n_envs, "n_envs", minimum=1, optional=True, meaning="environments")
+    check_int(seed, "seed", meaning="the run's seed")
     env_id, algo_name, policy, policy_kwargs, algo_kwargs, env_kwargs, n_envs = _resolve(
         env_id, algo, preset, policy, policy_kwargs, algo_kwargs, env_kwargs, n_envs)
     cls = algorithm(algo_name)

@@ -106,6 +106,8 @@ def test_a_checkpoint_for_other_spaces_is_refused_by_name(tmp_path, env_kwargs) 
     ({"env_id": "DNNGraph-v0"}, "algo is required"),
     ({"env_id": "DNNGraph-v0", "algo": "ppo", "total_timesteps": 0}, "total_timesteps"),
     ({"env_id": "DNNGraph-v0", "algo": "ppo", "vec_env": "async"}, "vec_env='async'"),
+    ({"env_id": "DNNGraph-v0", "algo": "ppo", "n_envs": 0}, "n_envs"),
+    ({"env_id": "DNNGraph-v0", "algo": "ppo", "seed": -1}, "seed"),
     ({"env_id": "DNNGraph-v0", "algo": "ppo_lagrangian", "lagrangian_wrapper": {}},
      "own multiplier"),
 ])
