@@ -152,9 +152,12 @@ def _steps_per_s(venv, workers: int, seconds: float, sample) -> float:
     return steps / (time.perf_counter() - start)
 
 
-def vec_throughput(kind: str, env_id: str, net, val, workers: int, seconds: float) -> float:
+def vec_throughput(kind: str, env_id: str, net, val, workers: int, seconds: float,
+                   constant: bool = False) -> float:
     """Steps/s of ``workers`` worker processes with the defaults a user types (prune_gym
-    gives each worker one torch thread)."""
+    gives each worker one torch thread). ``constant``: every worker gets the same action,
+    so every step costs the same in every worker (random actions give pruned networks of
+    different sizes, and a synchronous vector env waits for the slower evaluation)."""
     def factory():
         import importlib
 
@@ -169,6 +172,9 @@ def vec_throughput(kind: str, env_id: str, net, val, workers: int, seconds: floa
             venv.seed(0)
             venv.action_space.seed(0)
             venv.reset()
+            if constant:
+                same = np.zeros((workers, *venv.action_space.shape), venv.action_space.dtype)
+                return _steps_per_s(venv, workers, seconds, lambda: same)
             return _steps_per_s(venv, workers, seconds, lambda: np.stack(
                 [venv.action_space.sample() for _ in range(workers)]))
         finally:
@@ -178,6 +184,9 @@ def vec_throughput(kind: str, env_id: str, net, val, workers: int, seconds: floa
     try:
         envs.reset(seed=0)
         envs.action_space.seed(0)
+        if constant:
+            same = np.zeros(envs.action_space.shape, envs.action_space.dtype)
+            return _steps_per_s(envs, workers, seconds, lambda: same)
         return _steps_per_s(envs, workers, seconds, envs.action_space.sample)
     finally:
         envs.close()
@@ -242,11 +251,16 @@ def write(results: dict) -> None:
               "observation and scoring weighs more.", "",
               "## Vector envs with the defaults: 2 workers vs 1 worker", "",
               "Each worker uses one torch thread (prune_gym's worker rule), so 1 worker is one "
-              "single-threaded worker; target for 2 workers on 2 cores: >= 1.8x.", "",
-              "| task | env | vector env | 1 worker steps/s | 2 workers steps/s | speed-up |",
-              "|---|---|---|---|---|---|"]
+              "single-threaded worker; target for 2 workers on 2 cores: >= 1.8x. Random "
+              "actions prune each worker's network to a different size, and both vector envs "
+              "step their workers in lock-step, so each step waits for the slower evaluation; "
+              "constant actions (the same state in every worker) measure the machinery "
+              "itself.", "",
+              "| task | env | vector env | actions | 1 worker steps/s | 2 workers steps/s | "
+              "speed-up |", "|---|---|---|---|---|---|---|"]
     for r in results["vec"]:
-        lines.append(f"| {r['task']} | {r['env']} | {r['kind']} | {r['w1']:.1f} | "
+        lines.append(f"| {r['task']} | {r['env']} | {r['kind']} | "
+                     f"{r.get('actions', 'random')} | {r['w1']:.1f} | "
                      f"{r['w2']:.1f} | {r['w2'] / r['w1']:.2f} |")
     lines += ["", "## Resident memory (digits task, default evaluation cache)", "",
               "| env | RSS after 1,000 steps MiB | after 10,000 MiB | growth MiB |",
@@ -310,12 +324,16 @@ def main() -> None:
         vec_ids = ENV_IDS if name == "digits-cnn-v0" else ("LayerRatio-v0",)
         for env_id in vec_ids:
             seconds = args.vec_seconds * (1 if name == "digits-cnn-v0" else 3)
+            actions = ("random", "constant") if env_id == "LayerRatio-v0" else ("random",)
             for kind in ("sb3", "gym-async"):
-                w1 = vec_throughput(kind, env_id, net, val, 1, seconds)
-                w2 = vec_throughput(kind, env_id, net, val, 2, seconds)
-                results["vec"].append({"task": name, "env": env_id, "kind": kind, "w1": w1,
-                                       "w2": w2})
-                print(f"  {kind} {env_id}: 1 worker {w1:.1f}/s, 2 workers {w2:.1f}/s")
+                for action in actions:
+                    same = action == "constant"
+                    w1 = vec_throughput(kind, env_id, net, val, 1, seconds, same)
+                    w2 = vec_throughput(kind, env_id, net, val, 2, seconds, same)
+                    results["vec"].append({"task": name, "env": env_id, "kind": kind,
+                                           "actions": action, "w1": w1, "w2": w2})
+                    print(f"  {kind} {env_id} {action}: 1 worker {w1:.1f}/s, "
+                          f"2 workers {w2:.1f}/s")
         if name == "digits-cnn-v0" and not args.skip_memory:
             for env_id in ENV_IDS:
                 results["memory"].append(memory(env_id, net, val))
