@@ -132,6 +132,8 @@ def test_every_preset_trains_and_keeps_its_best_state(tmp_path, env_kwargs, pres
     assert model.num_timesteps >= 64
     assert model.cost_key == "signed_cost" and model.cost_limit == 0.0
     assert model.lagrange_multiplier >= 0.0
+    best = json.loads((tmp_path / preset / "best.json").read_text())
+    assert result.best == best and best["macs_ratio"] <= 0.5  # feasible, kept on disk
     config = json.loads((tmp_path / preset / "config.json").read_text())
     assert config["preset"] == preset and config["env_id"] == PRESETS[preset].env_id
     progress = rows(tmp_path / preset / "progress.csv")
