@@ -13,6 +13,7 @@ environments price it, so their numbers sit in the same table as an agent's.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -94,15 +95,33 @@ def global_magnitude(net: PrunableNetwork, budget: float, constraint: str = "mac
 
 
 def random_search(net: PrunableNetwork, evaluator: Evaluator, budget: float,
-                  constraint: str = "macs", trials: int = 20, seed: int = 0) -> list[int]:
-    """Best of ``trials`` random per-group ratio vectors, each scaled into the budget."""
-    trials = check_int(trials, "trials", minimum=1)
+                  constraint: str = "macs", trials: int = 20, seed: int = 0,
+                  on_evaluation: Callable[[list[int], float], None] | None = None
+                  ) -> list[int]:
+    """Best of ``trials`` evaluated random per-group ratio vectors, each scaled into the
+    budget.
+
+    ``trials`` is the number of evaluations spent, exactly: a candidate whose keep state was
+    already evaluated (the evaluator's cache answers it for free) is drawn again, so random
+    search can sit beside an agent that used the same number of evaluations. On a network
+    too small to have ``trials`` distinct states it stops after ``100 * trials`` draws.
+    ``on_evaluation(keep, accuracy)`` is called after each new evaluation.
+    """
+    trials = check_int(trials, "trials", minimum=1, meaning="evaluations to spend")
     limit = budget_limit(net, budget, constraint)
     rng = np.random.default_rng(seed)
     best, best_acc = None, -1.0
-    for _ in range(trials):
+    start = evaluator.evaluations
+    for _ in range(100 * trials):
+        if evaluator.evaluations - start >= trials:
+            break
         keep = _largest_scale(net, rng.uniform(0.2, 1.0, len(net.groups)), limit, constraint)
+        before = evaluator.evaluations
         accuracy = evaluator.evaluate_keep(net, keep).accuracy
+        if evaluator.evaluations == before and best is not None:
+            continue  # seen before: costs nothing, counts nothing
+        if on_evaluation is not None:
+            on_evaluation(keep, float(accuracy))
         if accuracy > best_acc:
             best, best_acc = keep, accuracy
     return best
