@@ -183,7 +183,7 @@ class MethodResult:
     def row(self) -> dict[str, Any]:
         """The state as a ``results.csv`` row (test and fine-tune columns left empty)."""
         row = {k: v for k, v in asdict(self).items() if k != "history"}
-        row["keep"] = json.dumps(self.keep)
+        row["keep"] = list(self.keep)
         row["val_samples"] = "" if self.val_samples is None else self.val_samples
         row.update(test_accuracy="", finetune_steps="", finetuned_val_accuracy="",
                    finetuned_test_accuracy="", prune_gym_version=prune_gym.__version__)
