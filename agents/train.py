@@ -42,7 +42,8 @@ from prune_gym.arguments import check_int
 from prune_gym.errors import InvalidArgumentError, PruneGymError
 from prune_gym.wrappers import EpisodeRecorder
 
-__all__ = ["ALGORITHMS", "PRESETS", "Preset", "TrainResult", "algorithm", "load_agent", "train"]
+__all__ = ["ALGORITHMS", "ENV_WRAPPERS", "PRESETS", "Preset", "TrainResult", "algorithm",
+           "env_wrapper_fn", "load_agent", "train"]
 
 
 class RunDirectoryError(PruneGymError):
@@ -54,16 +55,18 @@ def _algorithms() -> dict[str, type[BaseAlgorithm]]:
     from sb3_contrib import TQC, MaskablePPO
     from stable_baselines3 import A2C, DDPG, PPO, SAC, TD3
 
+    from agents.amc import AMCDDPG, AMCTD3
     from agents.ppo_lagrangian import MaskablePPOLagrangian, PPOLagrangian
     from agents.recurrent import RecurrentPPO
 
     return {"ppo": PPO, "a2c": A2C, "sac": SAC, "td3": TD3, "ddpg": DDPG, "tqc": TQC,
             "maskable_ppo": MaskablePPO, "recurrent_ppo": RecurrentPPO,
-            "ppo_lagrangian": PPOLagrangian, "maskable_ppo_lagrangian": MaskablePPOLagrangian}
+            "ppo_lagrangian": PPOLagrangian, "maskable_ppo_lagrangian": MaskablePPOLagrangian,
+            "amc_ddpg": AMCDDPG, "amc_td3": AMCTD3}
 
 
 ALGORITHMS = ("ppo", "a2c", "sac", "td3", "ddpg", "tqc", "maskable_ppo", "recurrent_ppo",
-              "ppo_lagrangian", "maskable_ppo_lagrangian")
+              "ppo_lagrangian", "maskable_ppo_lagrangian", "amc_ddpg", "amc_td3")
 LAGRANGIAN_ALGORITHMS = ("ppo_lagrangian", "maskable_ppo_lagrangian")
 
 
@@ -90,6 +93,29 @@ class Preset:
     algo_kwargs: dict[str, Any] = field(default_factory=dict)
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     n_envs: int = 1
+    env_wrapper: str | None = None  # a name in ENV_WRAPPERS, applied to every env
+
+
+def _env_wrappers() -> dict[str, Callable[[gym.Env], gym.Env]]:
+    """Environment wrappers by name (imported on demand)."""
+    from agents.amc import wrap_amc
+
+    return {"amc": wrap_amc}
+
+
+ENV_WRAPPERS = ("amc",)
+
+
+def env_wrapper_fn(name: str | Callable[[gym.Env], gym.Env]) -> Callable[[gym.Env], gym.Env]:
+    """The wrapper for a name in :data:`ENV_WRAPPERS` (a callable passes through)."""
+    if callable(name):
+        return name
+    table = _env_wrappers()
+    if not isinstance(name, str) or name not in table:
+        raise InvalidArgumentError(f"env_wrapper={name!r} is not a known wrapper; choose one "
+                                   f"of {', '.join(ENV_WRAPPERS)} (or pass a callable "
+                                   "fn(env) -> env)")
+    return table[name]
 
 
 def _extractor(name: str):
@@ -110,6 +136,11 @@ _SIGNED = {"cost_key": "signed_cost", "cost_limit": 0.0}
 # (benchmarks/results/lagrangian.md).
 _SETTLING = {**_SIGNED, "lagrangian": "pid", "normalize_cost_advantage": True,
              "lagrangian_kwargs": {"kp": 2.0, "ki": 0.1, "kd": 0.0, "ema": 0.0}}
+
+# AMC's published settings (see the "amc" preset and agents/amc, where each is cited)
+_AMC = {"learning_rate": 1e-4, "critic_learning_rate": 1e-3, "tau": 0.01, "gamma": 1.0,
+        "batch_size": 64, "warmup_episodes": 100, "memory_per_layer": 100, "init_delta": 0.5,
+        "delta_decay": 0.95, "moving_alpha": 0.5}
 
 PRESETS: dict[str, Preset] = {
     # GNN-RL (Yu et al., ICML 2022; yusx-swapp/GNN-RL-Model-Compression, parameter.py and
@@ -154,6 +185,28 @@ PRESETS: dict[str, Preset] = {
                      "lagrangian": "gradient",
                      "lagrangian_kwargs": {"lambda_init": 1.0, "lr": 1.0}},
         n_envs=2),
+    # AMC (He et al., ECCV 2018; mit-han-lab/amc, amc_search.py and lib/agent.py; every value
+    # is cited in agents/amc): DDPG with 300-300 actor and critic, lr 1e-4 (actor) and 1e-3
+    # (critic), tau 0.01, discount 1, batches of 64, 100 transitions of memory per layer,
+    # 100 warm-up episodes of uniform actions, then a truncated normal around the actor's
+    # action (sigma 0.5, x0.95 per episode); the final reward -(1 - accuracy) on every
+    # transition minus a moving-average baseline (0.5); one update per transition after each
+    # episode. AMC's state, its preserve-ratio action in [0, 1] (at least 1 - max_ratio = 0.2
+    # kept, AMC's lbound) and its reward come from the "amc" env wrapper; the action wall is
+    # constraint_mode="project". The code searches 800 episodes (800 x groups timesteps).
+    "amc": Preset(
+        "LayerRatio-v0", "amc_ddpg", "MlpPolicy",
+        "AMC: DDPG on LayerRatio-v0 with the action wall, AMC's state and error reward",
+        policy_kwargs={"net_arch": [300, 300]},
+        algo_kwargs=dict(_AMC),
+        env_kwargs={"constraint_mode": "project", "max_ratio": 0.8}, env_wrapper="amc"),
+    # The same setup on TD3 (twin critics, delayed actor, target smoothing: SB3's defaults).
+    "amc-td3": Preset(
+        "LayerRatio-v0", "amc_td3", "MlpPolicy",
+        "AMC's setup on TD3 instead of DDPG",
+        policy_kwargs={"net_arch": [300, 300]},
+        algo_kwargs=dict(_AMC),
+        env_kwargs={"constraint_mode": "project", "max_ratio": 0.8}, env_wrapper="amc"),
 }
 
 
@@ -184,11 +237,14 @@ def _plain(value: Any) -> Any:
 
 
 def _env_factory(env_id: str, env_kwargs: dict, seed: int, rank: int,
-                 record: Path | None) -> Callable[[], gym.Env]:
+                 record: Path | None, wrapper: Callable[[gym.Env], gym.Env] | None = None
+                 ) -> Callable[[], gym.Env]:
     def make() -> gym.Env:
         import prune_gym  # noqa: F401 - registers the ids in a worker process
 
         env = gym.make(env_id, **{**env_kwargs, "seed": seed + rank})
+        if wrapper is not None:
+            env = wrapper(env)
         if record is not None:
             name = "episodes.csv" if rank == 0 else f"episodes-{rank}.csv"
             env = EpisodeRecorder(env, record / name)
@@ -222,7 +278,8 @@ def load_agent(path: str | Path, env: gym.Env | VecEnv, algo: str | type[BaseAlg
         raise
 
 
-def _resolve(env_id, algo, preset, policy, policy_kwargs, algo_kwargs, env_kwargs, n_envs):
+def _resolve(env_id, algo, preset, policy, policy_kwargs, algo_kwargs, env_kwargs, n_envs,
+             wrapper=None):
     if preset is not None:
         if preset not in PRESETS:
             raise InvalidArgumentError(f"preset={preset!r} is not known; choose one of "
@@ -237,6 +294,7 @@ def _resolve(env_id, algo, preset, policy, policy_kwargs, algo_kwargs, env_kwarg
         algo_kwargs = {**p.algo_kwargs, **(algo_kwargs or {})}
         env_kwargs = {**p.env_kwargs, **(env_kwargs or {})}
         n_envs = n_envs or p.n_envs
+        wrapper = wrapper if wrapper is not None else p.env_wrapper
     if env_id not in prune_gym.ENV_IDS:
         raise InvalidArgumentError(f"env_id={env_id!r} is not a prune-gym environment; choose "
                                    f"one of {', '.join(prune_gym.ENV_IDS)} (or a preset)")
@@ -244,7 +302,7 @@ def _resolve(env_id, algo, preset, policy, policy_kwargs, algo_kwargs, env_kwarg
         raise InvalidArgumentError(f"algo is required without a preset; choose one of "
                                    f"{', '.join(ALGORITHMS)}")
     return (env_id, algo, policy or "MultiInputPolicy", dict(policy_kwargs or {}),
-            dict(algo_kwargs or {}), dict(env_kwargs or {}), n_envs or 1)
+            dict(algo_kwargs or {}), dict(env_kwargs or {}), n_envs or 1, wrapper)
 
 
 def train(env_id: str | None = None, algo: str | type[BaseAlgorithm] | None = None, *,
@@ -253,14 +311,16 @@ def train(env_id: str | None = None, algo: str | type[BaseAlgorithm] | None = No
           policy: str | type | None = None, policy_kwargs: dict | None = None, seed: int = 0,
           n_envs: int | None = None, vec_env: str = "dummy", run_dir: str | Path | None = None,
           checkpoint_every: int | None = None, resume: bool = False,
-          lagrangian_wrapper: dict | None = None, callback=None, progress_bar: bool = False,
-          device: str = "cpu", verbose: int = 0) -> TrainResult:
+          lagrangian_wrapper: dict | None = None, env_wrapper: str | Callable | None = None,
+          callback=None, progress_bar: bool = False, device: str = "cpu",
+          verbose: int = 0) -> TrainResult:
     """Train an agent on a prune-gym environment, leaving a run directory.
 
     Args:
         env_id: one of ``prune_gym.ENV_IDS`` (or given by ``preset``).
         algo: a name in :data:`ALGORITHMS` or an SB3 algorithm class.
-        preset: a name in :data:`PRESETS` (``gnnrl``, ``balemans``, ``malik``).
+        preset: a name in :data:`PRESETS` (``gnnrl``, ``balemans``, ``malik``, ``amc``,
+            ``amc-td3``).
         total_timesteps: environment steps in all (a resume trains up to this total).
         env_kwargs: passed to ``gym.make`` (``model=``, ``budget=``, ...; default the
             embedded digits task).
@@ -276,6 +336,9 @@ def train(env_id: str | None = None, algo: str | type[BaseAlgorithm] | None = No
         lagrangian_wrapper: for algorithms without a built-in multiplier, train on
             ``r - lambda * c`` through :class:`~agents.common.vec_env.LagrangianRewardWrapper`
             with these arguments (e.g. ``{"cost_key": "signed_cost", "cost_limit": 0.0}``).
+        env_wrapper: a name in :data:`ENV_WRAPPERS` (``"amc"``: AMC's state, action and
+            reward) or a callable ``fn(env) -> env``, applied to every environment right
+            after ``gym.make`` (default: the preset's, if any).
         callback: an SB3 callback (or list) run after the run's own.
         progress_bar: SB3's progress bar.
 
@@ -285,8 +348,10 @@ def train(env_id: str | None = None, algo: str | type[BaseAlgorithm] | None = No
     """
     check_int(n_envs, "n_envs", minimum=1, optional=True, meaning="environments")
     check_int(seed, "seed", meaning="the run's seed")
-    env_id, algo_name, policy, policy_kwargs, algo_kwargs, env_kwargs, n_envs = _resolve(
-        env_id, algo, preset, policy, policy_kwargs, algo_kwargs, env_kwargs, n_envs)
+    env_id, algo_name, policy, policy_kwargs, algo_kwargs, env_kwargs, n_envs, wrapper_name = \
+        _resolve(env_id, algo, preset, policy, policy_kwargs, algo_kwargs, env_kwargs, n_envs,
+                 env_wrapper)
+    wrap = env_wrapper_fn(wrapper_name) if wrapper_name is not None else None
     cls = algorithm(algo_name)
     if isinstance(total_timesteps, bool) or not isinstance(total_timesteps, int) \
             or total_timesteps < 1:
@@ -308,6 +373,8 @@ def train(env_id: str | None = None, algo: str | type[BaseAlgorithm] | None = No
         "algo_kwargs": _plain(algo_kwargs), "env_kwargs": _plain(env_kwargs),
         "total_timesteps": total_timesteps, "seed": seed, "n_envs": n_envs, "vec_env": vec_env,
         "lagrangian_wrapper": _plain(lagrangian_wrapper),
+        "env_wrapper": wrapper_name if wrap is None or isinstance(wrapper_name, str)
+        else f"{getattr(wrap, '__module__', '?')}.{getattr(wrap, '__qualname__', repr(wrap))}",
         "versions": {"prune_gym": prune_gym.__version__,
                      "stable_baselines3": stable_baselines3.__version__,
                      "torch": torch.__version__, "python": platform.python_version()},
@@ -329,7 +396,7 @@ def train(env_id: str | None = None, algo: str | type[BaseAlgorithm] | None = No
             path.mkdir(parents=True, exist_ok=True)
             write_json_atomic(config, path / "config.json")
 
-    factories = [_env_factory(env_id, env_kwargs, seed, i, path) for i in range(n_envs)]
+    factories = [_env_factory(env_id, env_kwargs, seed, i, path, wrap) for i in range(n_envs)]
     venv: VecEnv = SubprocVecEnv(factories) if vec_env == "subproc" else DummyVecEnv(factories)
     wrapper = None
     if lagrangian_wrapper is not None:
