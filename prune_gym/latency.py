@@ -36,9 +36,13 @@ DEFAULT_BATCH_SIZES = (1, 64)
 
 @contextlib.contextmanager
 def _evaluating(model: nn.Module) -> Iterator[nn.Module]:
-    """``model`` in eval mode, every submodule's own training flag put back on exit."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
+    """``model`` in eval mode, every submodule's own training flag put back on exit.
+
+    A frozen TorchScript module (``torch.jit.freeze``) has no flag: it is inference-only.
+    """
+    flags = [(m, m.training) for m in model.modules() if hasattr(m, "training")]
+    if hasattr(model, "training"):
+        model.eval()
     try:
         yield model
     finally:

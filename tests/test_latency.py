@@ -50,6 +50,19 @@ def test_measure_latency_of_the_digits_model(task):
     assert [m.training for m in model.modules()] == bn_flags  # caller's flags put back
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+def test_traced_and_frozen_torchscript_models_are_measured(task):
+    traced = torch.jit.trace(copy.deepcopy(task.model).eval(), task.example_inputs)
+    frozen = torch.jit.freeze(torch.jit.trace(copy.deepcopy(task.model).eval(),
+                                              task.example_inputs))
+    assert not hasattr(frozen, "training")  # nothing to switch to eval, nothing to restore
+    traced.train()
+    out = compare_latency(traced, frozen, task.example_inputs, batch_sizes=(2,), **FAST)
+    _sane(out["batches"][2]["original"], 3)
+    _sane(out["batches"][2]["pruned"], 3)
+    assert traced.training
+
+
 def test_inputs_are_the_example_repeated_in_eval_and_inference_mode():
     log: list = []
     model = _Recorder("m", log).train()
