@@ -185,6 +185,20 @@ def save_model(model: nn.Module, path: str | os.PathLike, format: str = "state_d
     return path
 
 
+def _written(path: Path, write: Callable[[Path], None], check: Callable[[Path], None] | None = None
+             ) -> None:
+    """``write`` into a temporary file beside ``path``, ``check`` it, then move it into place:
+    a failure leaves neither a half-written file nor a changed old one."""
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        write(tmp)
+        if check is not None:
+            check(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _eager(model: nn.Module, inputs: tuple) -> torch.Tensor:
     with torch.inference_mode():
         return model(*inputs)
@@ -220,11 +234,26 @@ def _save_module(model: nn.Module, path: Path, inputs, meta_text: str) -> None:
         twin.train(was)
     blob = {_TAG: 1, "model": twin, "metadata": json.loads(meta_text),
             "torch": torch.__version__}
-    torch.save(blob, path)
+
+    def write(tmp: Path) -> None:
+        try:
+            torch.save(blob, tmp)
+        except Exception as exc:  # noqa: BLE001 - pickling fails in many ways
+            raise InvalidArgumentError(
+                f"model cannot be pickled ({exc}); format='state_dict' saves the whole module, "
+                "so its classes must be importable: save it with format='torchscript'") from exc
+
+    _written(path, write)
+
+
+def _traceable(model: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """(the eager reference in eval mode, the copy a tracer gets); the caller's model is
+    left as it is."""
+    return copy.deepcopy(model).eval(), traceable_copy(model)
 
 
 def _save_torchscript(model: nn.Module, path: Path, inputs: tuple, meta_text: str) -> None:
-    twin = traceable_copy(model)
+    reference, twin = _traceable(model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         try:
@@ -234,14 +263,15 @@ def _save_torchscript(model: nn.Module, path: Path, inputs: tuple, meta_text: st
         except Exception as exc:  # noqa: BLE001
             raise ModelAnalysisError(f"torch.jit.trace cannot trace this model ({exc}); save "
                                      "it with format='state_dict'") from exc
-        _matches("TorchScript", twin, lambda batch: _eager(traced, batch), inputs)
-        torch.jit.save(traced, str(path), _extra_files={_META: meta_text})
+        _matches("TorchScript", reference, lambda batch: _eager(traced, batch), inputs)
+        _written(path, lambda tmp: torch.jit.save(traced, str(tmp),
+                                                  _extra_files={_META: meta_text}))
 
 
 def _save_onnx(model: nn.Module, path: Path, inputs: tuple, meta_text: str) -> None:
     import onnx  # noqa: PLC0415 - optional dependency, checked by the caller
 
-    twin = traceable_copy(model)
+    reference, twin = _traceable(model)
     batch = torch.export.Dim("batch")
     names = [f"input{i}" if len(inputs) > 1 else "input" for i in range(len(inputs))]
     # torch.export takes a size-1 dimension for a constant: trace at batch 2 so it stays free
@@ -252,6 +282,7 @@ def _save_onnx(model: nn.Module, path: Path, inputs: tuple, meta_text: str) -> N
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
+            # weights inside the file (external_data=False): one file, up to ONNX's 2 GB
             program = torch.onnx.export(
                 twin, traced_inputs, dynamo=True, input_names=names, output_names=["output"],
                 dynamic_shapes=tuple({0: batch} for _ in inputs), external_data=False,
@@ -265,10 +296,13 @@ def _save_onnx(model: nn.Module, path: Path, inputs: tuple, meta_text: str) -> N
     proto = program.model_proto
     entry = proto.metadata_props.add()
     entry.key, entry.value = _META, meta_text
-    onnx.save_model(proto, str(path))
-    if importlib.util.find_spec("onnxruntime") is not None:  # check what was written
-        runner = _OnnxModule(path)
-        _matches("ONNX", twin, lambda batch: runner(*batch), inputs)
+
+    def check(tmp: Path) -> None:  # run what was written, when onnxruntime is there
+        if importlib.util.find_spec("onnxruntime") is not None:
+            runner = _OnnxModule(tmp)
+            _matches("ONNX", reference, lambda batch: runner(*batch), inputs)
+
+    _written(path, lambda tmp: onnx.save_model(proto, str(tmp)), check)
 
 
 # -- loading -------------------------------------------------------------------------------

@@ -133,9 +133,22 @@ class _BatchBaked(nn.Module):
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 def test_torchscript_refuses_a_trace_that_differs_from_the_model(tmp_path):
     path = tmp_path / "baked.ts"
+    path.write_bytes(b"an older file")
     with pytest.raises(ModelAnalysisError, match="batch size 3.*format='state_dict'"):
         save_model(_BatchBaked(), path, "torchscript", torch.randn(1, 4))
-    assert not path.exists()
+    assert path.read_bytes() == b"an older file"  # a failed save changes nothing
+    assert [p.name for p in tmp_path.iterdir()] == ["baked.ts"]
+
+
+def test_a_module_that_cannot_be_pickled_says_what_to_use(tmp_path):
+    model = nn.Linear(4, 2)
+    model.hook = lambda x: x  # deep-copies, but pickle refuses a lambda
+    with pytest.raises(InvalidArgumentError, match="cannot be pickled.*format='torchscript'"):
+        save_model(model, tmp_path / "m.pt", example_inputs=torch.randn(1, 4))
+    assert not list(tmp_path.iterdir())
+    loaded = load_model(save_model(model, tmp_path / "m.ts", "torchscript", torch.randn(1, 4)))
+    x = torch.randn(3, 4)
+    torch.testing.assert_close(loaded(x), model(x))
 
 
 def test_bad_arguments_name_what_is_right(digits, tmp_path):
