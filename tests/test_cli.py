@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import io
 import json
 import re
 
@@ -238,3 +239,22 @@ def test_demo(capsys, tmp_path) -> None:
     assert code == 0
     code, _, err = run(capsys, *argv)
     assert code == 2 and "--overwrite" in err
+
+
+def test_progress_is_a_bar_on_a_terminal_and_lines_elsewhere() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    with Progress("search", total=10, unit="eval", stream=screen) as bar:
+        bar.update(3, "best feasible val acc 0.9000")
+    assert "3/10" in screen.getvalue() and "best feasible val acc 0.9000" in screen.getvalue()
+    log = io.StringIO()
+    with Progress("search", total=10, unit="eval", stream=log, interval=0.0) as bar:
+        bar.update(4, "no feasible state yet")
+    assert log.getvalue().splitlines()[0].startswith("search: 4/10 eval  no feasible state yet")
+    quiet = io.StringIO()
+    with Progress("search", total=10, stream=quiet, interval=3600.0) as bar:
+        bar.update(4)
+    assert quiet.getvalue() == ""  # short steps print nothing in logs and tests

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+import textwrap
 from pathlib import Path
 
 from agents.cli.common import (
@@ -26,32 +27,33 @@ def add_commands(sub) -> None:
     p = sub.add_parser(
         "search", help="prune a task with an agent or a baseline",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Run one agent or baseline (see 'prune-gym agents') on a task to a "
-        "budget, showing the best feasible result so far.\n\nThe run directory gets "
-        "search.json (the settings), curve.csv and curve.png (best feasible validation "
-        "accuracy against evaluations), best.json (the best keep state) and results.csv (one "
-        "row; check it with 'prune-gym validate'); RL agents add config.json, progress.csv, "
-        "TensorBoard events, episodes.csv, checkpoints/ and model.zip. Ctrl-C leaves a "
-        "valid run directory that --resume continues.")
+        description=textwrap.fill(
+            "Run one agent or baseline (see 'prune-gym agents') on a task to a budget, "
+            "showing the best feasible result so far.", 80) + "\n\n" + textwrap.fill(
+            "The run directory gets search.json (the settings), curve.csv and curve.png (best "
+            "feasible validation accuracy against evaluations), best.json (the best keep "
+            "state) and results.csv (one row; check it with 'prune-gym validate'); RL agents "
+            "add config.json, progress.csv, TensorBoard events, episodes.csv, checkpoints/ "
+            "and model.zip. Ctrl-C leaves a valid run directory that --resume continues.", 80))
     add_task_option(p)
-    p.add_argument("--agent", required=True, help="a name from 'prune-gym agents'")
-    p.add_argument("--env", default=None,
+    p.add_argument("--agent", required=True, metavar="NAME", help="a name from 'prune-gym agents'")
+    p.add_argument("--env", default=None, metavar="ID",
                    help="the environment; optional, each RL agent has its own (it is checked)")
-    p.add_argument("--budget", type=float, default=None,
+    p.add_argument("--budget", type=float, default=None, metavar="B",
                    help="fraction of the unpruned MACs (or params) to keep, in (0, 1] "
                    "(default: the task's)")
     p.add_argument("--constraint", default="macs", choices=("macs", "params"),
                    help="what the budget limits (default macs)")
-    p.add_argument("--evaluations", type=positive_int, default=None,
+    p.add_argument("--evaluations", type=positive_int, default=None, metavar="K",
                    help="validation evaluations the search may spend (default "
                    f"{DEFAULT_EVALUATIONS} for searches and agents without --timesteps)")
-    p.add_argument("--timesteps", type=positive_int, default=None,
+    p.add_argument("--timesteps", type=positive_int, default=None, metavar="N",
                    help="environment steps for an RL agent (it stops at whichever of "
                    "--timesteps and --evaluations comes first)")
     p.add_argument("--seed", type=int, default=0, help="seeds the agent and the search")
-    p.add_argument("--val-samples", type=positive_int, default=None,
+    p.add_argument("--val-samples", type=positive_int, default=None, metavar="N",
                    help="score on the first N validation images (default all)")
-    p.add_argument("--out", default=None,
+    p.add_argument("--out", default=None, metavar="DIR",
                    help="the run directory (default runs/AGENT-TASK-bBUDGET-sSEED)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out (the same settings are required)")

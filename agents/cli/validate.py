@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from agents.cli.progress import Progress
+from prune_gym.errors import DataError
 
 
 def add_commands(sub) -> None:
@@ -35,6 +36,8 @@ def run_validate(args: argparse.Namespace) -> int:
     from agents.results import read_results, validate_results
 
     total = len(read_results(args.results))
+    if not total:
+        raise DataError(f"{args.results} holds no rows to validate (only a header)")
     with Progress("validate", total=total, unit="row") as bar:
         checks = validate_results(args.results, args.tolerance, task=args.task,
                                   progress=lambda done, n: bar.update(done))
