@@ -110,6 +110,10 @@ def run_cells_on_ray(cells: Sequence, fn: Callable[[Any], Any], *, threads: int 
 
 
 def _run(ray, cells: list, fn, threads: int, on_result) -> list:
+    cpus = ray.cluster_resources().get("CPU", 0)
+    if threads > cpus:  # Ray would wait for such a worker forever
+        raise InvalidArgumentError(f"threads={threads} CPUs per cell is more than the Ray "
+                                   f"cluster has ({cpus:g}); use threads <= {cpus:g}")
     task = ray.remote(num_cpus=threads)(_run_cell)
     fn_ref = ray.put(fn)  # sent once, not once per cell
     refs = [task.remote(fn_ref, cell, threads) for cell in cells]

@@ -106,6 +106,9 @@ def test_run_cells_arguments(local_ray) -> None:
         run_cells_on_ray([1], None)
     with pytest.raises(InvalidArgumentError, match="threads must be an integer >= 1"):
         run_cells_on_ray([1], checked_cell, threads=0)
+    with pytest.raises(InvalidArgumentError, match=r"threads=3 CPUs per cell is more than "
+                                                   r"the Ray cluster has \(2\)"):
+        run_cells_on_ray([1], checked_cell, threads=3)
     with pytest.raises(InvalidArgumentError, match="on_result must be a callable"):
         run_cells_on_ray([1], checked_cell, on_result=3)
     with pytest.raises(InvalidArgumentError, match="fn cannot be sent to a Ray worker"):
