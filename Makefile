@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 demo: venv  ## prune the embedded task to its budget and print the result table
-	$(VENV)/bin/prune-gym baselines
+	$(VENV)/bin/prune-gym demo --overwrite
 
 test: venv  ## the test suite
 	$(PY) -m pytest -q

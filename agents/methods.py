@@ -393,7 +393,9 @@ def run_method(name: str, task, *, budget: float, constraint: str = "macs",
     settings = _settings(name, task.name, budget, constraint, evaluations, timesteps, seed,
                          val_samples)
     _check_run_dir(path, settings, resume)
-    curve = _Curve(path, on_progress, resume)
+    # an RL agent resumes from its checkpoint and its curve goes on; a search is seeded and
+    # cheap next to training, so it starts again (its curve too)
+    curve = _Curve(path, on_progress, resume and method.kind == "rl")
     evaluator = make_evaluator(task, val_samples)
     fraction = 1.0
     if method.kind == "rl":
