@@ -15,11 +15,17 @@ row per cell in the ``results.csv`` schema, so ``prune-gym validate`` replays it
     python benchmarks/agents.py                                  # the default grid
     python benchmarks/agents.py --configs cifar10-resnet20-v0@0.5 --seeds 3 --evaluations 100
     python benchmarks/agents.py --report                         # tables from saved cells
+    python benchmarks/agents.py --ray                            # cells as Ray tasks
+
+``--ray`` runs the cells as Ray tasks (``pip install "prune-gym[ray]"``): a local cluster
+of ``--ray-cpus`` CPUs (default all), or the running one at ``--ray-address``, one cell per
+``--threads`` CPUs. Cells are saved as they finish, exactly as without it.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -197,6 +203,24 @@ def run_cell(task: str, budget: float, method: str, seed: int, args, sizes=None)
     return cell
 
 
+def run_and_score(spec: tuple, args, sizes=None) -> tuple[dict, float]:
+    """What one cell of the grid does, in this process or in a Ray worker: run it (unless
+    ``spec`` carries a saved cell), score it; the cell and the seconds it took."""
+    task, budget, method, seed, saved = spec
+    start = time.perf_counter()
+    cell = saved if saved is not None else run_cell(task, budget, method, seed, args, sizes)
+    cell = score_cell(cell, args.finetune_steps, args.test_samples)
+    return cell, time.perf_counter() - start
+
+
+def _train_transfer(spec: tuple, args, sizes) -> str:
+    """One transfer policy (``spec`` = (budget, seed)), trained before the cells that use it
+    so that parallel cells never train the same policy twice."""
+    budget, seed = spec
+    return str(transfer_policy(args.transfer_source, sizes, budget, args.transfer_timesteps,
+                               seed))
+
+
 def score_cell(cell: dict, finetune_steps: int, test_samples: int | None) -> dict:
     """Test accuracy of the cell's exported state, and (``finetune_steps`` > 0) validation
     and test accuracy after the shared fine-tune (BatchNorm recalibrated first, as every
@@ -368,6 +392,12 @@ def main() -> None:
     parser.add_argument("--transfer-source", default="digits-resnet-v0")
     parser.add_argument("--transfer-timesteps", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--ray", action="store_true",
+                        help='run the cells as Ray tasks (pip install "prune-gym[ray]")')
+    parser.add_argument("--ray-cpus", type=int, default=None,
+                        help="CPUs of the local Ray cluster --ray starts (default: all)")
+    parser.add_argument("--ray-address", default=None,
+                        help="with --ray: a running Ray cluster to use, e.g. auto")
     parser.add_argument("--report", action="store_true", help="only aggregate saved cells")
     parser.add_argument("--note", default="", help="a sentence for the report's header")
     args = parser.parse_args()
@@ -379,25 +409,44 @@ def main() -> None:
         methods = parse_methods(args.methods)
         sizes = _sizes(sorted({t for t, _ in configs} | {args.transfer_source})) \
             if TRANSFER in methods else None
+        todo = []  # (task, budget, method, seed, saved cell or None)
         for task, budget in configs:
             for method in methods:
                 for seed in range(args.seeds):
                     path = cell_path(task, budget, method, seed)
-                    start = time.perf_counter()
-                    if path.is_file():
-                        cell = json.loads(path.read_text())
-                        if cell.get("finetune_steps") or not args.finetune_steps:
-                            continue  # done; a cell saved without fine-tune gets it now
-                    else:
-                        cell = run_cell(task, budget, method, seed, args, sizes)
-                    cell = score_cell(cell, args.finetune_steps, args.test_samples)
-                    write_cell(path, cell)
-                    print(f"{task}@{budget:g} {method} seed {seed}: val "
-                          f"{cell['val_accuracy']:.3f} test {cell['test_accuracy']:.3f} -> "
-                          f"{cell.get('finetuned_test_accuracy', float('nan')):.3f} after "
-                          "fine-tune, "
-                          f"{cell['evaluations']} evaluations, "
-                          f"{time.perf_counter() - start:.0f} s", flush=True)
+                    saved = json.loads(path.read_text()) if path.is_file() else None
+                    if saved is not None and (saved.get("finetune_steps")
+                                              or not args.finetune_steps):
+                        continue  # done; a cell saved without fine-tune gets it now
+                    todo.append((task, budget, method, seed, saved))
+
+        def done(i: int, result: tuple[dict, float]) -> None:
+            (task, budget, method, seed, _), (cell, seconds) = todo[i], result
+            write_cell(cell_path(task, budget, method, seed), cell)
+            print(f"{task}@{budget:g} {method} seed {seed}: val "
+                  f"{cell['val_accuracy']:.3f} test {cell['test_accuracy']:.3f} -> "
+                  f"{cell.get('finetuned_test_accuracy', float('nan')):.3f} after "
+                  "fine-tune, "
+                  f"{cell['evaluations']} evaluations, {seconds:.0f} s", flush=True)
+
+        if args.ray:
+            from agents.distributed import run_cells_on_ray
+
+            # Ray puts the driver's working directory and this script's folder first on its
+            # workers' sys.path: from benchmarks/ this script would shadow the agents package
+            os.chdir(ROOT)
+            cluster = {"threads": args.threads, "num_cpus": args.ray_cpus,
+                       "address": args.ray_address}
+            policies = sorted({(b, s) for _, b, m, s, saved in todo
+                               if m == TRANSFER and saved is None})
+            if policies:
+                run_cells_on_ray(policies, functools.partial(_train_transfer, args=args,
+                                                             sizes=sizes), **cluster)
+            run_cells_on_ray(todo, functools.partial(run_and_score, args=args, sizes=sizes),
+                             on_result=done, **cluster)
+        else:
+            for i, spec in enumerate(todo):
+                done(i, run_and_score(spec, args, sizes))
         command = "python benchmarks/agents.py " + " ".join(sys.argv[1:])
         meta.update(machine=describe_machine(),
                     prune_gym_version=__import__("prune_gym").__version__)
