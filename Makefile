@@ -5,8 +5,10 @@ VENV ?= .venv
 # pulling another multi-GB build; override with e.g. `make test TORCH_SPEC=torch`.
 TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
+# the optional Ray/RLlib extra pins gymnasium exactly, so it gets an environment of its own
+RAY_VENV ?= .venv-ray
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test test-ray lint venv clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +24,18 @@ demo: venv  ## prune the embedded task to its budget and print the result table
 test: venv  ## the test suite
 	$(PY) -m pytest -q
 
+$(RAY_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(RAY_VENV)
+	$(RAY_VENV)/bin/python -c "import torch" 2>/dev/null || \
+		$(RAY_VENV)/bin/python -m pip install "$(TORCH_SPEC)"
+	$(RAY_VENV)/bin/python -m pip install -e ".[test,ray]"
+	touch $@
+
+test-ray: $(RAY_VENV)/.installed  ## the Ray and RLlib tests, in the extra's own environment
+	$(RAY_VENV)/bin/python -m pytest -q tests/test_ray.py
+
 lint: venv
 	$(VENV)/bin/ruff check prune_gym agents benchmarks tests
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(RAY_VENV)
