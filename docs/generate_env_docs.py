@@ -22,6 +22,34 @@ from prune_gym.envs import ENV_IDS, PruneEnv  # noqa: E402
 
 OUT = ROOT / "docs" / "envs"
 
+# The comparison table of the index page: what differs between the three, in one place.
+COMPARISON_HEADER = ("id", "the agent decides", "action space", "one step", "episode ends",
+                     "framing of")
+COMPARISON_ROWS = {
+    "LayerRatio-v0": ("a prune ratio for the current group", "`Box(-1, 1, (1,))`",
+                      "one group, in forward order", "after the last group",
+                      "AMC (He et al. 2018); Malik et al."),
+    "DNNGraph-v0": ("prune ratios for all groups, relative to what remains",
+                    "`Box(-1, 1, (max_groups,))`", "the whole network",
+                    "when the budget holds, or truncated after `max_steps` (5)",
+                    "GNN-RL (Yu et al. 2022)"),
+    "ChannelMask-v0": ("keep/prune bits for every channel of the current group",
+                       "`MultiBinary(max_channels)`, with `action_masks()`",
+                       "one group, in forward order", "after the last group",
+                       "Balemans et al. 2025"),
+}
+COMPARISON_NOTE = """All three observe the network as a graph (a `Dict` of padded arrays, or
+`gymnasium.spaces.Graph` with `obs_mode="graph"`) and take the same constructor arguments
+besides their own (`max_ratio`; `max_steps` and `max_ratio`; `max_channels`).
+"""
+
+TOCTREE = """```{toctree}
+:hidden:
+
+""" + "\n".join(ENV_IDS) + """
+```
+"""
+
 NOTES = """## Common to all three
 
 - Constrained MDP: `info["cost"]` = `max(0, metric / (budget * original) - 1)`, paid on the
@@ -104,7 +132,11 @@ def render_index() -> str:
     for env_id, cls in ENV_IDS.items():
         summary = inspect.cleandoc(cls.__doc__ or "").split("\n\n")[0].replace("\n", " ")
         lines.append(f"| [{env_id}]({env_id}.md) | {summary} |")
-    return "\n".join(lines + ["", NOTES]) + "\n"
+    lines += ["", "## At a glance", "", "| " + " | ".join(COMPARISON_HEADER) + " |",
+              "|" + "---|" * len(COMPARISON_HEADER)]
+    lines += [f"| `{env_id}` | " + " | ".join(COMPARISON_ROWS[env_id]) + " |"
+              for env_id in ENV_IDS]
+    return "\n".join(lines + ["", COMPARISON_NOTE, NOTES, TOCTREE])
 
 
 def render_all() -> dict[str, str]:
