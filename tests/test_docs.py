@@ -185,6 +185,10 @@ def test_documented_commands_exist() -> None:
 
 def test_presets_table_matches_presets() -> None:
     from agents import PRESETS
+    from agents.train import ALGORITHMS
+
+    page = (DOCS / "agents.md").read_text()
+    assert all(f'`"{name}"`' in page for name in ALGORITHMS), "an algorithm name is missing"
 
     rows = {}
     for line in (DOCS / "agents.md").read_text().splitlines():
