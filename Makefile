@@ -8,12 +8,12 @@ PY := $(VENV)/bin/python
 # the optional Ray/RLlib extra pins gymnasium exactly, so it gets an environment of its own
 RAY_VENV ?= .venv-ray
 
-.PHONY: demo test test-ray lint venv clean
+.PHONY: demo test test-ray docs lint venv clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "$(TORCH_SPEC)"
-	$(PY) -m pip install -e ".[test]"
+	$(PY) -m pip install -e ".[test,docs]"
 	touch $@
 
 venv: $(VENV)/.installed
@@ -33,6 +33,9 @@ $(RAY_VENV)/.installed: pyproject.toml
 
 test-ray: $(RAY_VENV)/.installed  ## the Ray and RLlib tests, in the extra's own environment
 	$(RAY_VENV)/bin/python -m pytest -q tests/test_ray.py
+
+docs: venv  ## the docs site, offline, warnings as errors, into docs/_build/html
+	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
 
 lint: venv
 	$(VENV)/bin/ruff check prune_gym agents benchmarks tests

@@ -142,6 +142,8 @@ _AMC = {"learning_rate": 1e-4, "critic_learning_rate": 1e-3, "tau": 0.01, "gamma
         "batch_size": 64, "warmup_episodes": 100, "memory_per_layer": 100, "init_delta": 0.5,
         "delta_decay": 0.95, "moving_alpha": 0.5}
 
+#: The published setups by name: a :class:`Preset` each (environment, algorithm, policy and
+#: cited hyper-parameters), used as ``train(preset=name)``.
 PRESETS: dict[str, Preset] = {
     # GNN-RL (Yu et al., ICML 2022; yusx-swapp/GNN-RL-Model-Compression, parameter.py and
     # lib/RL/agent.py): m-GNN encoder, PPO with clip 0.2, 10 epochs per update (the code's

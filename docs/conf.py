@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -51,20 +50,6 @@ def _env_docstring(app, what, name, obj, options, lines) -> None:
                     f"Spaces, rewards, episode end and arguments: :doc:`/envs/{obj.env_id}`."]
 
 
-_QUALIFIED_ARGS = re.compile(r"^(\s*)Args \((.+)\):\s*$")
-
-
-def _qualified_args(app, what, name, obj, options, lines) -> None:
-    """``Args (besides X):`` is not a Google section header napoleon knows; say the
-    qualifier in a sentence and keep the section (agents/ppo_lagrangian/ppo_lagrangian.py)."""
-    for i, line in enumerate(lines):
-        match = _QUALIFIED_ARGS.match(line)
-        if match:
-            indent, qualifier = match.groups()
-            lines[i:i + 1] = [f"{indent}Arguments {qualifier}:", "", f"{indent}Args:"]
-            return
-
-
 RESULTS = ROOT / "benchmarks" / "results"
 # The agents' comparison first, then what the design choices rest on, then speed; any table
 # not named here follows in alphabetical order, so a new one can never be left out.
@@ -91,5 +76,3 @@ def setup(app) -> None:
     # read the results page on every build: a new table changes no file Sphinx tracks
     app.connect("env-get-outdated", lambda app, env, added, changed, removed: ["results"])
     app.connect("autodoc-process-docstring", _env_docstring)
-    # before napoleon (priority 500) turns the Google sections into reST
-    app.connect("autodoc-process-docstring", _qualified_args, priority=400)

@@ -66,9 +66,10 @@ class _RolloutCosts:
 
 class LagrangianMixin:
     """The Lagrangian part of :class:`PPOLagrangian` and :class:`MaskablePPOLagrangian`
-    (first base; the second is SB3's ``PPO`` or sb3-contrib's ``MaskablePPO``).
+    (first base; the second is SB3's ``PPO`` or sb3-contrib's ``MaskablePPO``). It takes
+    the base algorithm's arguments and these:
 
-    Args (besides the base algorithm's):
+    Args:
         cost_limit: the limit ``d`` on the mean episode cost (>= 0).
         cost_key: the ``info`` key of the per-step cost. prune-gym's envs report ``"cost"``
             (``max(0, metric / limit - 1)`` at the end of an episode, 0 before) and
