@@ -38,7 +38,7 @@ docs: venv  ## the docs site, offline, warnings as errors, into docs/_build/html
 	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
 
 lint: venv
-	$(VENV)/bin/ruff check prune_gym agents benchmarks tests
+	$(VENV)/bin/ruff check prune_gym agents benchmarks tests leaderboard docs
 
 clean:
 	rm -rf $(VENV) $(RAY_VENV)

@@ -123,7 +123,8 @@ def transfer_policy(source: str, sizes: dict, budget: float, timesteps: int, see
     from agents.methods import METHODS
     from agents.train import train
 
-    path = CELLS / "transfer" / f"{source}@{budget:g}-{timesteps}-s{seed}.zip"
+    padded = "-".join(str(sizes[k]) for k in ("max_nodes", "max_edges", "max_groups"))
+    path = CELLS / "transfer" / f"{source}@{budget:g}-{timesteps}-{padded}-s{seed}.zip"
     if path.is_file():
         return path
     kwargs = dict(METHODS["ppo-lagrangian-gat"].train_kwargs)
@@ -407,7 +408,10 @@ def main() -> None:
     if not args.report:
         configs = parse_configs(args.configs)
         methods = parse_methods(args.methods)
-        sizes = _sizes(sorted({t for t, _ in configs} | {args.transfer_source})) \
+        # one padding for every task of the default grid, so a transferred policy (saved per
+        # seed and budget) fits whichever target it is run on
+        grid = {t for t, _ in parse_configs(",".join(DEFAULT_CONFIGS))}
+        sizes = _sizes(sorted(grid | {t for t, _ in configs} | {args.transfer_source})) \
             if TRANSFER in methods else None
         todo = []  # (task, budget, method, seed, saved cell or None)
         for task, budget in configs:
