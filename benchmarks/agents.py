@@ -452,6 +452,8 @@ def main() -> None:
             for i, spec in enumerate(todo):
                 done(i, run_and_score(spec, args, sizes))
         command = "python benchmarks/agents.py " + " ".join(sys.argv[1:])
+        # read again: another run of the grid may have finished meanwhile
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
         meta.update(machine=describe_machine(),
                     prune_gym_version=__import__("prune_gym").__version__)
         meta["commands"] = [*meta.get("commands", []), command]
