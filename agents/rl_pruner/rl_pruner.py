@@ -66,7 +66,11 @@ def _from_task(task, evaluator, train_data, budget):
     calibration = (train[0][:CALIBRATION_SAMPLES], train[1][:CALIBRATION_SAMPLES])
     net = PrunableNetwork(task.model, task.example_inputs, importance="taylor",
                           calibration=calibration)
-    return (net, evaluator or Evaluator(task.val_data),
+    if evaluator is None:  # scored as every method and environment is: BatchNorm recalibrated
+        from agents.methods import make_evaluator
+
+        evaluator = make_evaluator(task)
+    return (net, evaluator,
             train if train_data is None else train_data,
             task.budget if budget is None else budget)
 
