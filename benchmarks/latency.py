@@ -20,7 +20,10 @@ classifier). A sweep of one
 3x3 convolution per ResNet stage over kept widths shows the per-layer cost curve behind it.
 
 The machine is shared: timings are medians of interleaved samples, and the spread (IQR of
-the per-round ratios) is reported with them. This is a benchmark, not a test: minutes.
+the per-round ratios) is reported with them. On a shared machine run it with
+``OMP_WAIT_POLICY=PASSIVE``: OpenMP threads that spin while a sibling thread waits for a
+busy core made one 2-thread ResNet-56 forward at batch 1 take 1.7 s instead of 15 ms on
+the 2-core VM of the recorded run. This is a benchmark, not a test: minutes.
 
     python benchmarks/latency.py      # writes benchmarks/results/latency.{md,json}
     python benchmarks/latency.py --results runs/x/results.csv --tasks cifar10-resnet56-v0
@@ -57,6 +60,8 @@ from prune_gym.tasks import make_task  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 GOAL = 0.8
+# what decides how torch's threads behave, recorded with the results
+THREAD_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "GOMP_SPINCOUNT")
 BASELINES = {"uniform": uniform, "global_magnitude": global_magnitude}
 # one 3x3 conv per CIFAR ResNet stage: (full width, feature map side)
 STAGES = ((16, 32), (32, 16), (64, 8))
@@ -274,6 +279,16 @@ def summarise(doc: dict) -> list[str]:
                          "latency remains (what channel pruning cannot remove)")
             parts.append(text)
         out.append(f"{task}, {threads} thread(s): " + ". ".join(parts) + ".")
+        if threads > 1:  # more threads should never make the original slower
+            single = {r["method"]: r for r in doc["rows"] if r["task"] == task
+                      and r["threads"] == 1}
+            slower = sum(r[b]["original_ms"] > single[r["method"]][b]["original_ms"]
+                         for r in rows if r["method"] in single for b in ("b1", "b64"))
+            if slower:
+                out.append(f"{task}, {threads} thread(s): in {slower} of {2 * len(rows)} "
+                           "measurements the original ran slower than with 1 thread: the "
+                           "cores were not free, so these rows say little about multi-core "
+                           "latency.")
     return out
 
 
@@ -319,8 +334,11 @@ def main() -> None:
             except PruneGymError as exc:
                 missing[fmt] = str(exc).split(";")[0]
     formats = [f for f in FORMATS if f not in missing]
-    doc = {"machine": describe_machine(), "note": args.note,
-           "command": "python benchmarks/latency.py " + shlex.join(sys.argv[1:]),
+    env = {k: os.environ[k] for k in THREAD_ENV if k in os.environ}
+    command = " ".join([*(f"{k}={shlex.quote(v)}" for k, v in env.items()),
+                        "python benchmarks/latency.py", shlex.join(sys.argv[1:])]).strip()
+    doc = {"machine": describe_machine(), "note": args.note, "command": command,
+           "environment": env,
            "settings": {"threads": args.threads, "batch_sizes": args.batch_sizes,
                         "repeats": args.repeats, "min_time": args.min_time, "goal": GOAL,
                         "formats": list(FORMATS), "sweep_batch": args.sweep_batch},
