@@ -83,6 +83,8 @@ class _Timer:
         gc.disable()
         try:
             with torch.inference_mode():
+                if self.cuda:
+                    torch.cuda.synchronize()
                 start = time.perf_counter()
                 for _ in range(self.calls):
                     self.model(*self.inputs)
@@ -151,7 +153,7 @@ def measure_latency(model: nn.Module, example_inputs,
         batch_sizes: the batch sizes to time.
         threads: torch intra-op threads for the measurement (``None``: torch's current
             setting); torch's setting is restored afterwards.
-        warmup: untimed calls first (also used to pick the calls per sample).
+        warmup: untimed calls first (at least one: the fastest picks the calls per sample).
         repeats: timed samples per batch size.
         min_time: seconds one sample lasts at least (enough calls are made).
 
