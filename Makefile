@@ -5,10 +5,10 @@ VENV ?= .venv
 # pulling another multi-GB build; override with e.g. `make test TORCH_SPEC=torch`.
 TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
-# the optional Ray/RLlib extra pins gymnasium exactly, so it gets an environment of its own
-RAY_VENV ?= .venv-ray
+# the optional extras (Ray/RLlib pins gymnasium exactly; ONNX) get an environment of their own
+EXTRAS_VENV ?= .venv-extras
 
-.PHONY: demo test test-ray docs lint venv clean
+.PHONY: demo test test-extras docs lint venv clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,15 +24,15 @@ demo: venv  ## prune the embedded task to its budget and print the result table
 test: venv  ## the test suite
 	$(PY) -m pytest -q
 
-$(RAY_VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(RAY_VENV)
-	$(RAY_VENV)/bin/python -c "import torch" 2>/dev/null || \
-		$(RAY_VENV)/bin/python -m pip install "$(TORCH_SPEC)"
-	$(RAY_VENV)/bin/python -m pip install -e ".[test,ray]"
+$(EXTRAS_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(EXTRAS_VENV)
+	$(EXTRAS_VENV)/bin/python -c "import torch" 2>/dev/null || \
+		$(EXTRAS_VENV)/bin/python -m pip install "$(TORCH_SPEC)"
+	$(EXTRAS_VENV)/bin/python -m pip install -e ".[test,ray,onnx]"
 	touch $@
 
-test-ray: $(RAY_VENV)/.installed  ## the Ray and RLlib tests, in the extra's own environment
-	$(RAY_VENV)/bin/python -m pytest -q tests/test_ray.py
+test-extras: $(EXTRAS_VENV)/.installed  ## the tests of the optional extras, in their own venv
+	$(EXTRAS_VENV)/bin/python -m pytest -q tests/test_ray.py tests/test_export.py
 
 docs: venv  ## the docs site, offline, warnings as errors, into docs/_build/html
 	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
@@ -41,4 +41,4 @@ lint: venv
 	$(VENV)/bin/ruff check prune_gym agents benchmarks tests leaderboard docs
 
 clean:
-	rm -rf $(VENV) $(RAY_VENV)
+	rm -rf $(VENV) $(EXTRAS_VENV)
