@@ -31,6 +31,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -363,7 +364,9 @@ def plot(cells: list[dict], configs) -> None:
                 for e, a in points:
                     curve[int(e) - 1:] = a
                 curves.append(curve)
-            mean = np.nanmean(np.vstack(curves), axis=0) if curves else None
+            with warnings.catch_warnings():  # before a run's first feasible state: NaN
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean = np.nanmean(np.vstack(curves), axis=0)
             style = "--" if method in ("uniform", "global-magnitude") else "-"
             if horizon == 1:  # a heuristic: one state, drawn across the plot
                 horizon_all = int(max(c["evaluations"] for c in group))
