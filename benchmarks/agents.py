@@ -275,7 +275,10 @@ def _order(method: str) -> int:
 
 
 def report(meta: dict) -> None:
-    cells = _load_cells()
+    # a transferred policy run on its own source task is not zero-shot (it trained there,
+    # spending evaluations the budget does not count): not reported
+    cells = [c for c in _load_cells()
+             if not (c["method"] == TRANSFER and c["task"] == c.get("transfer_source"))]
     if not cells:
         raise SystemExit("no cells saved yet: run the grid first")
     from agents.results import write_results
@@ -411,6 +414,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     meta_path = CELLS / "meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    if args.report and args.note:
+        meta["note"] = args.note
+        meta_path.write_text(json.dumps(meta, indent=1))
     if not args.report:
         configs = parse_configs(args.configs)
         methods = parse_methods(args.methods)
