@@ -31,3 +31,26 @@ def test_agents_examples_run(tmp_path, monkeypatch) -> None:
     assert (tmp_path / "runs" / "gnnrl" / "config.json").is_file()
     best = run["run"].best  # the printed best feasible state exists and is within budget
     assert best is not None and 0.0 <= best["accuracy"] <= 1.0 and best["macs_ratio"] <= 0.5
+
+
+def test_use_example_runs() -> None:
+    blocks = python_blocks("Use")
+    assert len(blocks) == 1
+    card = {}
+    exec(compile(blocks[0], "README.md:Use", "exec"), card)  # noqa: S102
+    assert card["agent"].num_timesteps >= 256
+    assert 0.0 <= card["info"]["accuracy"] <= 1.0 and card["info"]["cost"] >= 0.0
+    assert sum(p.numel() for p in card["pruned"].parameters()) <= \
+        sum(p.numel() for p in card["env"].unwrapped.net.model.parameters())
+
+
+def test_command_line_examples_parse() -> None:
+    """Every prune-gym line of the README is a command the parser accepts."""
+    from agents.cli import build_parser
+
+    text = README.read_text().replace("\\\n", " ")
+    lines = [line.split("#")[0].split() for line in text.splitlines()
+             if line.startswith("prune-gym ")]
+    assert len(lines) >= 5
+    for words in lines:
+        build_parser().parse_args(words[1:])
