@@ -39,7 +39,8 @@ from typing import Any
 from prune_gym.arguments import check_number
 from prune_gym.errors import DataError, InvalidArgumentError, KeepStateError
 
-__all__ = ["COLUMNS", "DEFAULT_TOLERANCE", "OPTIONAL", "RowCheck", "append_results", "as_row",
+__all__ = ["COLUMNS", "DEFAULT_TOLERANCE", "OPTIONAL", "RowCheck", "append_results",
+           "mean_std", "as_row",
            "read_results", "validate_results", "write_results"]
 
 COLUMNS = ("task", "env_id", "method", "seed", "budget", "constraint", "importance",
@@ -345,3 +346,16 @@ def validate_results(path: str | os.PathLike, tolerance: float = DEFAULT_TOLERAN
         if progress is not None:
             progress(i + 1, len(rows))
     return checks
+
+
+def mean_std(values) -> str:
+    """``mean ± std`` of the measured values (None and NaN left out) for a results table;
+    one value alone, ``-`` for none."""
+    import numpy as np
+
+    values = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"

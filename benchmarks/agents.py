@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import math
 import os
 import sys
 import time
@@ -44,6 +43,7 @@ import torch  # noqa: E402
 from machine_info import describe_machine  # noqa: E402 - beside this script
 
 from agents.methods import make_evaluator, make_network, method_names, run_method  # noqa: E402
+from agents.results import mean_std  # noqa: E402
 from prune_gym.errors import InvalidArgumentError  # noqa: E402
 from prune_gym.evaluate import Evaluator  # noqa: E402
 
@@ -259,16 +259,6 @@ def _load_cells() -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(CELLS.glob("*@*/*.json"))]
 
 
-def _mean_std(values) -> str:
-    values = [v for v in values if v is not None and not (isinstance(v, float) and
-                                                         math.isnan(v))]
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
-
-
 def _order(method: str) -> int:
     order = [*method_names(), TRANSFER]
     return order.index(method) if method in order else len(order)
@@ -323,10 +313,10 @@ def report(meta: dict) -> None:
         for method in sorted({c["method"] for c in group}, key=_order):
             runs = [c for c in group if c["method"] == method]
             lines.append(
-                f"| {method} | {len(runs)} | {_mean_std([r['val_accuracy'] for r in runs])} "
-                f"| {_mean_std([r.get('test_accuracy') for r in runs])} "
-                f"| {_mean_std([r.get('finetuned_val_accuracy') for r in runs])} "
-                f"| {_mean_std([r.get('finetuned_test_accuracy') for r in runs])} "
+                f"| {method} | {len(runs)} | {mean_std([r['val_accuracy'] for r in runs])} "
+                f"| {mean_std([r.get('test_accuracy') for r in runs])} "
+                f"| {mean_std([r.get('finetuned_val_accuracy') for r in runs])} "
+                f"| {mean_std([r.get('finetuned_test_accuracy') for r in runs])} "
                 f"| {np.mean([r['macs_ratio'] for r in runs]):.3f} "
                 f"| {np.mean([r['params_ratio'] for r in runs]):.3f} "
                 f"| {np.mean([r['feasible_fraction'] for r in runs]):.2f} "

@@ -28,7 +28,7 @@ ROOT = HERE.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from agents.results import read_results, write_results  # noqa: E402
+from agents.results import mean_std, read_results, write_results  # noqa: E402
 from prune_gym.errors import DataError  # noqa: E402
 
 ENTRIES = HERE / "entries"
@@ -72,15 +72,6 @@ def check_submission(folder: Path) -> tuple[dict, list[dict]]:
     return meta, rows
 
 
-def _mean_std(values) -> str:
-    values = [v for v in values if v is not None]
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
-
-
 def _link(code: str) -> str:
     """A submission's code link as the README links it (repository paths are relative)."""
     return code if "://" in code else f"../{code}"
@@ -112,9 +103,9 @@ def tables() -> str:
         for rank, (name, meta, rows) in enumerate(ranked, start=1):
             out.append(
                 f"| {rank} | [{name}]({_link(meta['code'])}) | {meta['algorithm']} | {len(rows)} "
-                f"| {_mean_std([r['val_accuracy'] for r in rows])} "
-                f"| {_mean_std([r['test_accuracy'] for r in rows])} "
-                f"| {_mean_std([r['finetuned_test_accuracy'] for r in rows])} "
+                f"| {mean_std([r['val_accuracy'] for r in rows])} "
+                f"| {mean_std([r['test_accuracy'] for r in rows])} "
+                f"| {mean_std([r['finetuned_test_accuracy'] for r in rows])} "
                 f"| {np.mean([r['macs_ratio'] for r in rows]):.3f} "
                 f"| {np.mean([r['params_ratio'] for r in rows]):.3f} "
                 f"| {np.mean([r['evaluations'] for r in rows]):.0f} "
