@@ -439,6 +439,7 @@ def run_method(name: str, task, *, budget: float, constraint: str = "macs",
             curve.record(spent, scored["val_accuracy"] if metric <= limit else None)
     if method.kind == "search":  # the final state's score included (a cache hit if seen)
         spent = curve.offset + evaluator.evaluations
+        curve.record(spent, scored["val_accuracy"] if metric <= limit else None)
     macs, params = net.price(keep)
     result = MethodResult(
         method=name, task=task.name, env_id=method.env_id, budget=float(budget),
