@@ -193,6 +193,38 @@ def vec_throughput(kind: str, env_id: str, net, val, workers: int, seconds: floa
         envs.close()
 
 
+def lockstep_limit(env_id: str, net, val, seconds: float, constant: bool = False) -> float:
+    """The speed-up two lock-stepped workers could reach at best, without any IPC: two
+    envs stepped in turn in this process on one torch thread, seeded as the vector envs
+    seed their workers; sum of both workers' step times over the sum of the slower of each
+    pair. Random actions give each worker a differently sized network, so this is below
+    2.0; it is the denominator that the measured speed-up is held against."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        envs = [make_env(env_id, net, val, eval_cache=0) for _ in range(2)]
+        for i, env in enumerate(envs):
+            env.reset(seed=i)
+            env.action_space.seed(i)
+        total, slower, start = 0.0, 0.0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            pair = []
+            for env in envs:
+                action = env.action_space.sample()
+                if constant:
+                    action = np.zeros_like(action)
+                t0 = time.perf_counter()
+                _, _, term, trunc, _ = env.step(action)
+                pair.append(time.perf_counter() - t0)
+                if term or trunc:
+                    env.reset()
+            total += sum(pair)
+            slower += max(pair)
+        return total / slower
+    finally:
+        torch.set_num_threads(threads)
+
+
 def memory(env_id: str, net, val) -> dict:
     env = make_env(env_id, net, val)
     env.action_space.seed(0)
@@ -256,13 +288,25 @@ def write(results: dict) -> None:
               "actions prune each worker's network to a different size, and both vector envs "
               "step their workers in lock-step, so each step waits for the slower evaluation; "
               "constant actions (the same state in every worker) measure the machinery "
-              "itself.", "",
-              "| task | env | vector env | actions | 1 worker steps/s | 2 workers steps/s | "
-              "speed-up |", "|---|---|---|---|---|---|---|"]
+              "itself. Lock-step limit: the best speed-up two lock-stepped workers could reach "
+              "with no inter-process cost at all (two envs seeded as the workers, stepped in "
+              "turn in one process on one thread: the sum of all step times over the sum of "
+              "the slower step of each pair); 2.0 only when every pair of steps costs the "
+              "same.", ""]
+    if "vec_load_before" in results:
+        lines += [f"This section was re-run on its own (`python benchmarks/envs.py --vec-only`, "
+                  "OMP_NUM_THREADS unset, nothing else running); load average before: "
+                  f"{_load(results['vec_load_before'])}, after: "
+                  f"{_load(results['vec_load_after'])}.", ""]
+    lines += ["| task | env | vector env | actions | 1 worker steps/s | 2 workers steps/s | "
+              "speed-up | lock-step limit | speed-up / limit |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for r in results["vec"]:
+        speedup = r["w2"] / r["w1"]
+        limit = r.get("lockstep_limit", float("nan"))
         lines.append(f"| {r['task']} | {r['env']} | {r['kind']} | "
                      f"{r.get('actions', 'random')} | {r['w1']:.1f} | "
-                     f"{r['w2']:.1f} | {r['w2'] / r['w1']:.2f} |")
+                     f"{r['w2']:.1f} | {speedup:.2f} | {limit:.2f} | {speedup / limit:.2f} |")
     lines += ["", "## Resident memory (digits task, default evaluation cache)", "",
               "| env | RSS after 1,000 steps MiB | after 10,000 MiB | growth MiB |",
               "|---|---|---|---|"]
@@ -283,6 +327,8 @@ def main() -> None:
     parser.add_argument("--note", default="the VM is shared: other processes show in timings")
     parser.add_argument("--rewrite", action="store_true",
                         help="only regenerate envs.md from the saved envs.json")
+    parser.add_argument("--vec-only", action="store_true",
+                        help="re-run only the vector-env section; keep the rest of envs.json")
     args = parser.parse_args()
     if args.rewrite:
         write(json.loads((RESULTS / "envs.json").read_text()))
@@ -290,6 +336,9 @@ def main() -> None:
 
     results = {"machine": describe_machine(), "envs": {}, "vec": [], "memory": [], "skipped": {},
                "load_before": os.getloadavg(), "note": args.note}
+    if args.vec_only:
+        results = json.loads((RESULTS / "envs.json").read_text())
+        results["vec"], results["vec_load_before"] = [], os.getloadavg()
     tasks = [("digits-cnn-v0", {})]
     if args.skip_resnet:
         results["skipped"]["cifar10-resnet56-v0"] = "--skip-resnet"
@@ -308,9 +357,9 @@ def main() -> None:
             continue
         val = task.val_data
         print(f"{name}: {len(net.groups)} groups, {len(val[0])} validation images")
-        rows = []
-        configs = [("", {})]
-        if name != "digits-cnn-v0":
+        rows = results["envs"].get(name, []) if args.vec_only else []
+        configs = [] if args.vec_only else [("", {})]
+        if name != "digits-cnn-v0" and not args.vec_only:
             configs.append((" +BN recal 4x64", {"bn_recalibration": 4,
                                                  "train_data": task.data.train.as_tuple()}))
         for label, extra in configs:
@@ -325,21 +374,23 @@ def main() -> None:
         vec_ids = ENV_IDS if name == "digits-cnn-v0" else ("LayerRatio-v0",)
         for env_id in vec_ids:
             seconds = args.vec_seconds * (1 if name == "digits-cnn-v0" else 3)
-            actions = ("random", "constant") if env_id == "LayerRatio-v0" else ("random",)
+            actions = ("random", "constant")
             for kind in ("sb3", "gym-async"):
                 for action in actions:
                     same = action == "constant"
                     w1 = vec_throughput(kind, env_id, net, val, 1, seconds, same)
                     w2 = vec_throughput(kind, env_id, net, val, 2, seconds, same)
+                    limit = lockstep_limit(env_id, net, val, seconds, same)
                     results["vec"].append({"task": name, "env": env_id, "kind": kind,
-                                           "actions": action, "w1": w1, "w2": w2})
+                                           "actions": action, "w1": w1, "w2": w2,
+                                           "lockstep_limit": limit})
                     print(f"  {kind} {env_id} {action}: 1 worker {w1:.1f}/s, "
-                          f"2 workers {w2:.1f}/s")
-        if name == "digits-cnn-v0" and not args.skip_memory:
+                          f"2 workers {w2:.1f}/s, lock-step limit {limit:.2f}x")
+        if name == "digits-cnn-v0" and not (args.skip_memory or args.vec_only):
             for env_id in ENV_IDS:
                 results["memory"].append(memory(env_id, net, val))
                 print(f"  memory {results['memory'][-1]}")
-    results["load_after"] = os.getloadavg()
+    results["vec_load_after" if args.vec_only else "load_after"] = os.getloadavg()
     write(results)
     print(f"wrote {RESULTS / 'envs.md'}")
 
