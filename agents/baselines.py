@@ -23,6 +23,7 @@ from prune_gym.bisection import last_fitting
 from prune_gym.cost import check_budget
 from prune_gym.errors import InvalidArgumentError
 from prune_gym.evaluate import Evaluator
+from prune_gym.keep import round_counts
 from prune_gym.network import PrunableNetwork
 
 BASELINES = ("uniform", "global_magnitude", "random_search")
@@ -55,49 +56,74 @@ def budget_limit(net: PrunableNetwork, budget: float, constraint: str = "macs") 
     return math.floor(budget * net.metric([g.size for g in net.groups], constraint))
 
 
-def _scaled(net: PrunableNetwork, fractions: np.ndarray, scale: float) -> list[int]:
-    return [max(1, min(g.size, int(math.floor(g.size * f * scale)))) for g, f in
-            zip(net.groups, fractions)]
+def _rounded(net: PrunableNetwork, keep, round_to: int | None) -> list[int]:
+    return round_counts(keep, [g.size for g in net.groups], round_to).tolist()
 
 
-def _largest_scale(net, fractions, limit, constraint, iters: int = 30) -> list[int]:
-    """Largest scale of ``fractions`` whose keep state fits ``limit`` (metric is monotone)."""
+def _scaled(net: PrunableNetwork, fractions: np.ndarray, scale: float,
+            round_to: int | None = None) -> list[int]:
+    return _rounded(net, [max(1, min(g.size, int(math.floor(g.size * f * scale))))
+                          for g, f in zip(net.groups, fractions)], round_to)
+
+
+def _check_rounded_floor(net, limit, constraint, round_to) -> None:
+    """With ``round_to``, the smallest state keeps ``round_to`` channels per group: refuse a
+    budget it cannot meet, as ``budget_limit`` does for one channel per group."""
+    floor = _rounded(net, [1] * len(net.groups), round_to)
+    if round_to is not None and net.metric(floor, constraint) > limit:
+        smallest = net.metric(floor, constraint) / net.metric([g.size for g in net.groups],
+                                                              constraint)
+        raise InvalidArgumentError(
+            f"round_to={round_to}: with every group at {round_to} channels the network keeps "
+            f"{smallest:.4f} of its {constraint}, over the budget; use a larger budget or a "
+            "smaller round_to")
+
+
+def _largest_scale(net, fractions, limit, constraint, iters: int = 30,
+                   round_to: int | None = None) -> list[int]:
+    """Largest scale of ``fractions`` whose keep state fits ``limit`` (metric is monotone,
+    rounding too)."""
     def fits(scale: float) -> bool:
-        return net.metric(_scaled(net, fractions, scale), constraint) <= limit
+        return net.metric(_scaled(net, fractions, scale, round_to), constraint) <= limit
 
     hi = 1.0 / max(float(np.min(fractions)), 1e-9)
-    return _scaled(net, fractions, last_fitting(fits, 0.0, hi, iters=iters))
+    return _scaled(net, fractions, last_fitting(fits, 0.0, hi, iters=iters), round_to)
 
 
-def uniform(net: PrunableNetwork, budget: float, constraint: str = "macs") -> list[int]:
-    """Keep the same (largest feasible) fraction of every group."""
+def uniform(net: PrunableNetwork, budget: float, constraint: str = "macs",
+            round_to: int | None = None) -> list[int]:
+    """Keep the same (largest feasible) fraction of every group; with ``round_to``, every
+    kept count rounded to a multiple of it (``prune_gym.keep.round_counts``)."""
     limit = budget_limit(net, budget, constraint)
-    return _largest_scale(net, np.ones(len(net.groups)), limit, constraint)
+    _check_rounded_floor(net, limit, constraint, round_to)
+    return _largest_scale(net, np.ones(len(net.groups)), limit, constraint, round_to=round_to)
 
 
 def global_magnitude(net: PrunableNetwork, budget: float, constraint: str = "macs",
-                     importance: str | None = None) -> list[int]:
-    """Drop the globally least important channels until the budget holds."""
+                     importance: str | None = None, round_to: int | None = None) -> list[int]:
+    """Drop the globally least important channels until the budget holds (``round_to``: as
+    for ``uniform``)."""
     limit = budget_limit(net, budget, constraint)
+    _check_rounded_floor(net, limit, constraint, round_to)
     scores = [net.scores(i, importance) for i in range(len(net.groups))]
     thresholds = np.unique(np.concatenate(scores))
 
     def keep_at(t: float) -> list[int]:
-        return [max(1, int((s >= t).sum())) for s in scores]
+        return _rounded(net, [max(1, int((s >= t).sum())) for s in scores], round_to)
 
     def fits(i: int) -> bool:  # i-th largest threshold: fitting holds up to some i
         return net.metric(keep_at(thresholds[-1 - i]), constraint, importance) <= limit
 
     keep = keep_at(thresholds[-1 - last_fitting(fits, 0, len(thresholds) - 1)])
     if net.metric(keep, constraint, importance) > limit:  # all thresholds too loose
-        keep = [1] * len(net.groups)
+        keep = _rounded(net, [1] * len(net.groups), round_to)
     return keep
 
 
 def random_search(net: PrunableNetwork, evaluator: Evaluator, budget: float,
                   constraint: str = "macs", trials: int = 20, seed: int = 0,
-                  on_evaluation: Callable[[list[int], float], None] | None = None
-                  ) -> list[int]:
+                  on_evaluation: Callable[[list[int], float], None] | None = None,
+                  round_to: int | None = None) -> list[int]:
     """Best of ``trials`` evaluated random per-group ratio vectors, each scaled into the
     budget.
 
@@ -105,17 +131,20 @@ def random_search(net: PrunableNetwork, evaluator: Evaluator, budget: float,
     already evaluated (the evaluator's cache answers it for free) is drawn again, so random
     search can sit beside an agent that used the same number of evaluations. On a network
     too small to have ``trials`` distinct states it stops after ``100 * trials`` draws.
-    ``on_evaluation(keep, accuracy)`` is called after each new evaluation.
+    ``on_evaluation(keep, accuracy)`` is called after each new evaluation. ``round_to``: as
+    for ``uniform``.
     """
     trials = check_int(trials, "trials", minimum=1, meaning="evaluations to spend")
     limit = budget_limit(net, budget, constraint)
+    _check_rounded_floor(net, limit, constraint, round_to)
     rng = np.random.default_rng(seed)
     best, best_acc = None, -1.0
     start = evaluator.evaluations
     for _ in range(100 * trials):
         if evaluator.evaluations - start >= trials:
             break
-        keep = _largest_scale(net, rng.uniform(0.2, 1.0, len(net.groups)), limit, constraint)
+        keep = _largest_scale(net, rng.uniform(0.2, 1.0, len(net.groups)), limit, constraint,
+                              round_to=round_to)
         before = evaluator.evaluations
         accuracy = evaluator.evaluate_keep(net, keep).accuracy
         if evaluator.evaluations == before and best is not None:

@@ -46,6 +46,8 @@ class Method:
     ``kind`` is ``"rl"`` (an agent trained through :func:`agents.train`), ``"search"`` (a
     non-gradient search that spends evaluations) or ``"heuristic"`` (one state, one
     evaluation). RL methods carry the arguments they pass to :func:`agents.train`.
+    ``rounds_counts``: whether the method sets channel counts, which ``round_to`` can round
+    (not so for methods that choose channels one by one).
     """
 
     name: str
@@ -53,6 +55,7 @@ class Method:
     env_id: str | None
     description: str
     train_kwargs: dict[str, Any] = field(default_factory=dict)
+    rounds_counts: bool = True
 
 
 # PPOLagrangian with the graph policy: per-group ratios read from a GAT's node embeddings
@@ -75,7 +78,7 @@ _METHODS = [
            "PPOLagrangian + m-GNN on DNNGraph-v0 (the GNN-RL preset)", {"preset": "gnnrl"}),
     Method("balemans", "rl", "ChannelMask-v0",
            "MaskablePPOLagrangian + GAT on ChannelMask-v0 (the Balemans et al. preset)",
-           {"preset": "balemans"}),
+           {"preset": "balemans"}, rounds_counts=False),
     Method("malik", "rl", "LayerRatio-v0",
            "PPOLagrangian with small MLPs on LayerRatio-v0 (the Malik et al. preset)",
            {"preset": "malik"}),
@@ -107,7 +110,8 @@ def _register_optional() -> None:
         except ImportError:
             return
         register_method(Method("rl-pruner", "search", None,
-                               "RL-Pruner: a noisy distribution of each step's channel removals"))
+                               "RL-Pruner: a noisy distribution of each step's channel removals",
+                               rounds_counts=False))
 
 
 def method_names() -> list[str]:
@@ -261,10 +265,12 @@ class _EvaluationBudget(BaseCallback):
         return self.evaluations is None or self.total < self.evaluations
 
 
-def _settings(method, task, budget, constraint, evaluations, timesteps, seed, val_samples):
+def _settings(method, task, budget, constraint, evaluations, timesteps, seed, val_samples,
+              round_to):
     return {"method": method, "task": task, "budget": budget, "constraint": constraint,
             "evaluations": evaluations, "timesteps": timesteps, "seed": seed,
-            "val_samples": val_samples, "prune_gym_version": prune_gym.__version__}
+            "val_samples": val_samples, "round_to": round_to,
+            "prune_gym_version": prune_gym.__version__}
 
 
 def _check_run_dir(run_dir: Path | None, settings: dict, resume: bool) -> None:
@@ -279,7 +285,8 @@ def _check_run_dir(run_dir: Path | None, settings: dict, resume: bool) -> None:
             raise RunDirectoryError(f"run_dir={str(run_dir)!r} already holds a run; resume it "
                                     "or choose a new directory")
         saved = json.loads(saved_path.read_text())
-        for key in ("method", "task", "budget", "constraint", "seed", "val_samples"):
+        for key in ("method", "task", "budget", "constraint", "seed", "val_samples",
+                    "round_to"):
             if saved.get(key) != settings.get(key):
                 raise RunDirectoryError(
                     f"run_dir={str(run_dir)!r} was made for {key}={saved.get(key)!r}, not "
@@ -301,7 +308,7 @@ def _train_budget(evaluations: int | None, timesteps: int | None) -> int:
 
 
 def _run_rl(method: Method, task, budget, constraint, evaluations, timesteps, seed,
-            run_dir, resume, val_samples, curve) -> tuple[list, dict, float]:
+            run_dir, resume, val_samples, round_to, curve) -> tuple[list, dict, float]:
     from agents.train import train
 
     kwargs = {k: (dict(v) if isinstance(v, dict) else v) for k, v in method.train_kwargs.items()}
@@ -309,6 +316,8 @@ def _run_rl(method: Method, task, budget, constraint, evaluations, timesteps, se
                   "constraint": constraint}
     if val_samples is not None:
         env_kwargs["eval_samples"] = val_samples
+    if round_to is not None:
+        env_kwargs["round_to"] = round_to
     stopper = _EvaluationBudget(curve, evaluations)
     result = train(**kwargs, env_kwargs=env_kwargs, seed=seed,
                    total_timesteps=_train_budget(evaluations, timesteps),
@@ -327,7 +336,7 @@ def _run_rl(method: Method, task, budget, constraint, evaluations, timesteps, se
 
 
 def _run_search(method: Method, net, evaluator, budget, constraint, evaluations, seed,
-                curve) -> tuple[list, dict, float]:
+                round_to, curve) -> tuple[list, dict, float]:
     if evaluations is None:
         raise InvalidArgumentError(f"method={method.name!r} is a search: give it a budget of "
                                    "evaluations (evaluations=K)")
@@ -338,7 +347,7 @@ def _run_search(method: Method, net, evaluator, budget, constraint, evaluations,
 
     if method.name == "random-search":
         keep = random_search(net, evaluator, budget, constraint, trials=evaluations, seed=seed,
-                             on_evaluation=seen)
+                             on_evaluation=seen, round_to=round_to)
     else:  # rl-pruner
         from agents.rl_pruner import RLPruner
 
@@ -375,7 +384,7 @@ def rl_pruner_schedule(net, budget: float, constraint: str, evaluations: int) ->
 def run_method(name: str, task, *, budget: float, constraint: str = "macs",
                evaluations: int | None = None, timesteps: int | None = None, seed: int = 0,
                run_dir: str | os.PathLike | None = None, resume: bool = False,
-               val_samples: int | None = None,
+               val_samples: int | None = None, round_to: int | None = None,
                on_progress: Callable[[int, float | None], None] | None = None) -> MethodResult:
     """Run method ``name`` on ``task`` to ``budget`` of ``constraint``, for at most
     ``evaluations`` validation evaluations (or ``timesteps`` environment steps, RL only).
@@ -393,6 +402,9 @@ def run_method(name: str, task, *, budget: float, constraint: str = "macs",
             ``best.json``; RL agents add :func:`agents.train`'s files). None: nothing written.
         resume: continue the search in ``run_dir`` (RL agents from their last checkpoint).
         val_samples: score on the first ``val_samples`` validation images (default all).
+        round_to: keep every group's count a multiple of this (the environments' and the
+            baselines' ``round_to``), for networks that run as fast as their MACs say. Not
+            for methods that choose channels one by one (the ChannelMask agents, RL-Pruner).
         on_progress: called with (evaluations so far, best feasible accuracy or None) as the
             curve grows.
     """
@@ -404,6 +416,12 @@ def run_method(name: str, task, *, budget: float, constraint: str = "macs",
                           meaning="environment steps")
     seed = check_int(seed, "seed")
     val_samples = check_int(val_samples, "val_samples", minimum=1, optional=True)
+    round_to = check_int(round_to, "round_to", minimum=1, optional=True,
+                         meaning="the multiple every kept count is rounded to")
+    if round_to is not None and not method.rounds_counts:
+        raise InvalidArgumentError(
+            f"round_to is not for method={name!r}: it chooses channels one by one; methods "
+            f"that take it: {', '.join(m.name for m in METHODS.values() if m.rounds_counts)}")
     if method.kind == "rl" and evaluations is None and timesteps is None:
         raise InvalidArgumentError(f"method={name!r} trains an agent: give it evaluations=K "
                                    "or timesteps=N")
@@ -414,7 +432,7 @@ def run_method(name: str, task, *, budget: float, constraint: str = "macs",
     limit = budget_limit(net, budget, constraint)  # checks the budget before any work
     path = Path(run_dir) if run_dir is not None else None
     settings = _settings(name, task.name, budget, constraint, evaluations, timesteps, seed,
-                         val_samples)
+                         val_samples, round_to)
     _check_run_dir(path, settings, resume)
     # an RL agent resumes from its checkpoint and its curve goes on; a search is seeded and
     # cheap next to training, so it starts again (its curve too)
@@ -423,13 +441,15 @@ def run_method(name: str, task, *, budget: float, constraint: str = "macs",
     fraction = 1.0
     if method.kind == "rl":
         keep, scored, fraction = _run_rl(method, task, budget, constraint, evaluations,
-                                         timesteps, seed, path, resume, val_samples, curve)
+                                         timesteps, seed, path, resume, val_samples, round_to,
+                                         curve)
         spent = curve.points[-1][0] if curve.points else 0
     elif method.kind == "search":
         keep, scored, fraction = _run_search(method, net, evaluator, budget, constraint,
-                                             evaluations, seed, curve)
+                                             evaluations, seed, round_to, curve)
     else:
-        keep = (uniform if name == "uniform" else global_magnitude)(net, budget, constraint)
+        heuristic = uniform if name == "uniform" else global_magnitude
+        keep = heuristic(net, budget, constraint, round_to=round_to)
         scored, spent = {}, 0
     metric = net.metric(keep, constraint)
     if "val_accuracy" not in scored:  # heuristics, and searches' best (a cache hit)

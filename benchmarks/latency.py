@@ -54,6 +54,7 @@ from agents.baselines import global_magnitude, uniform  # noqa: E402
 from prune_gym import PrunableNetwork  # noqa: E402
 from prune_gym.errors import PruneGymError  # noqa: E402
 from prune_gym.export import FORMATS, SUFFIXES, file_size, load_model, save_model  # noqa: E402
+from prune_gym.keep import round_counts  # noqa: E402
 from prune_gym.latency import compare_latency  # noqa: E402
 from prune_gym.network import PruningWarning  # noqa: E402
 from prune_gym.tasks import make_task  # noqa: E402
@@ -75,10 +76,9 @@ def load_task(name: str, data_dir: str):
 
 
 def round_to_8(net: PrunableNetwork, keep: list[int]) -> list[int]:
-    """Every kept count rounded to the nearest multiple of 8 (at least 8, at most the group's
-    size; groups under 8 channels as they are): about the same MACs, SIMD-friendly widths."""
-    return [k if g.size < 8 else min(g.size - g.size % 8, max(8, 8 * round(k / 8)))
-            for k, g in zip(keep, net.groups)]
+    """Every kept count rounded to the nearest multiple of 8 (``prune_gym.keep.round_counts``,
+    as ``round_to=8`` does): about the same MACs, SIMD-friendly widths."""
+    return round_counts(keep, [g.size for g in net.groups], 8).tolist()
 
 
 def states_for(net, task_name: str, budgets, methods, rows) -> list[dict]:
@@ -99,7 +99,8 @@ def states_for(net, task_name: str, budgets, methods, rows) -> list[dict]:
             print(f"results line {line}: keep does not fit {task_name}'s {len(net.groups)} "
                   "groups; skipped")
             continue
-        states.append(dict(method=f"{row['method']} (results line {line})",
+        rounded = ", counts x8" if round_to_8(net, row["keep"]) == list(row["keep"]) else ""
+        states.append(dict(method=f"{row['method']} (results line {line}{rounded})",
                            budget=row["budget"], keep=row["keep"],
                            importance=row["importance"], kind="results"))
     states.append(dict(method="1 channel per group", budget=None, keep=[1] * len(net.groups),
@@ -275,8 +276,13 @@ def summarise(doc: dict) -> list[str]:
                 text += (f"; latency/MACs median {statistics.median(plain):.2f} as found, "
                          f"{statistics.median(x8):.2f} with counts rounded to x8")
             if floor:
+                # with latency = floor + (1 - floor) * MACs kept, latency reduction / MACs
+                # reduction is 1 - floor for every state: beyond it only if the rest of the
+                # latency falls faster than the MACs
                 text += (f"; with one channel per group {1 - floor[0]:.2f} of the original "
-                         "latency remains (what channel pruning cannot remove)")
+                         "latency remains (what channel pruning cannot remove), so latency/"
+                         f"MACs above {floor[0]:.2f} needs the rest to fall faster than the "
+                         "MACs")
             parts.append(text)
         out.append(f"{task}, {threads} thread(s): " + ". ".join(parts) + ".")
         if threads > 1:  # more threads should never make the original slower

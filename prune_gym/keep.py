@@ -67,3 +67,21 @@ def to_masks(groups: Sequence, entries: list,
             mask[[int(i) for i in k]] = True
         out.append(mask)
     return out
+
+
+def round_counts(counts, sizes, multiple: int | None) -> np.ndarray:
+    """Kept counts rounded half up to multiples of ``multiple`` (torch-pruning's ``round_to``
+    idea: whole SIMD vectors per layer, so that a pruned network is as fast as its MACs say).
+
+    A count stays in ``[multiple, size - size % multiple]``; a group left whole, or smaller
+    than ``multiple``, is left as it is. ``multiple=None`` returns the counts unchanged.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    if multiple is None or multiple == 1:
+        return counts.copy()
+    sizes = np.asarray(sizes, dtype=np.int64)
+    rounded = np.floor(counts / multiple + 0.5).astype(np.int64) * multiple
+    rounded = np.clip(rounded, multiple, np.maximum(sizes - sizes % multiple, multiple))
+    keep_as_is = (sizes < multiple) | (counts >= sizes)
+    return np.where(keep_as_is, counts, rounded)
+

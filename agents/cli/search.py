@@ -53,6 +53,10 @@ def add_commands(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seeds the agent and the search")
     p.add_argument("--val-samples", type=positive_int, default=None, metavar="N",
                    help="score on the first N validation images (default all)")
+    p.add_argument("--round-to", type=positive_int, default=None, metavar="M",
+                   help="keep every group's channel count a multiple of M (e.g. 8: whole "
+                   "SIMD vectors, so the pruned model is as fast as its MACs say); not for "
+                   "agents that choose channels one by one")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="the run directory (default runs/AGENT-TASK-bBUDGET-sSEED)")
     p.add_argument("--resume", action="store_true",
@@ -69,6 +73,8 @@ def add_commands(sub) -> None:
     p.add_argument("--evaluations", "--trials", type=positive_int, default=20,
                    help="random-search candidates (default 20)")
     p.add_argument("--val-samples", type=positive_int, default=None)
+    p.add_argument("--round-to", type=positive_int, default=None, metavar="M",
+                   help="keep every group's channel count a multiple of M")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="also write the rows to this results.csv")
     p.set_defaults(fn=run_baselines)
@@ -104,7 +110,7 @@ def _resume_command(args: argparse.Namespace, out: Path) -> str:
              "--budget", f"{args.budget:g}", "--constraint", args.constraint,
              "--seed", str(args.seed), "--out", str(out)]
     for flag, value in (("--evaluations", args.evaluations), ("--timesteps", args.timesteps),
-                        ("--val-samples", args.val_samples)):
+                        ("--val-samples", args.val_samples), ("--round-to", args.round_to)):
         if value is not None:
             words += [flag, str(value)]
     return shlex.join([*words, "--resume"])
@@ -136,7 +142,8 @@ def run_search(args: argparse.Namespace) -> int:
         result = run_method(args.agent, task, budget=args.budget, constraint=args.constraint,
                             evaluations=args.evaluations, timesteps=args.timesteps,
                             seed=args.seed, run_dir=out, resume=args.resume,
-                            val_samples=args.val_samples, on_progress=on_progress)
+                            val_samples=args.val_samples, round_to=args.round_to,
+                            on_progress=on_progress)
     curve_plot(result.history, out / "curve.png",
                f"{args.agent} on {task.name}, budget {args.budget:g} of {args.constraint}")
     state = "feasible" if result.feasible else "NOT feasible (no state met the budget)"
@@ -170,6 +177,7 @@ def run_baselines(args: argparse.Namespace) -> int:
             result = run_method(name, task, budget=budget, constraint=args.constraint,
                                 evaluations=args.evaluations if name == "random-search"
                                 else None, seed=args.seed, val_samples=args.val_samples,
+                                round_to=args.round_to,
                                 on_progress=lambda e, best, bar=bar: bar.update(e))
         row = as_row(result.row())
         row["test_accuracy"] = test.evaluate(rebuild(row, task).model).accuracy

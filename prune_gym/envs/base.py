@@ -23,6 +23,7 @@ from prune_gym.envs.finetune import FineTuner
 from prune_gym.envs.problem import DEFAULT_TASK, build_problem
 from prune_gym.errors import EnvStateError, InvalidArgumentError
 from prune_gym.importance import check_criterion
+from prune_gym.keep import round_counts
 from prune_gym.network import CONSTRAINTS
 from prune_gym.observations import ObservationEncoder
 from prune_gym.parallel import check_vector_env
@@ -41,6 +42,7 @@ class PruneEnv(gym.Env):
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
     env_id = ""
+    rounds_counts = True  # whether the actions set counts that ``round_to`` can round
 
     def __init__(self, model=DEFAULT_TASK, *, val_data=None, example_inputs=None,
                  budget: float | None = None, constraint: str = "macs",
@@ -51,7 +53,8 @@ class PruneEnv(gym.Env):
                  finetune_batch_size: int = 64, evaluate=None, eval_cache: int = 4096,
                  obs_mode: str = "padded", max_nodes: int | None = None,
                  max_edges: int | None = None, max_groups: int | None = None,
-                 render_mode: str | None = None, seed: int | None = None):
+                 round_to: int | None = None, render_mode: str | None = None,
+                 seed: int | None = None):
         check_vector_env()  # refuse a vector env too big for the machine before it starts
         self.constraint = check_choice(constraint, CONSTRAINTS, "constraint")
         self.constraint_mode = check_choice(constraint_mode, CONSTRAINT_MODES, "constraint_mode")
@@ -62,6 +65,13 @@ class PruneEnv(gym.Env):
         self.importance = check_criterion(importance)
         self._reward = make_reward(reward)
         self._seed = check_int(seed, "seed", optional=True)
+        self.round_to = check_int(round_to, "round_to", minimum=1, optional=True,
+                                  meaning="the multiple every kept count is rounded to")
+        if self.round_to is not None and not self.rounds_counts:
+            raise InvalidArgumentError(
+                f"round_to={round_to}: {self.env_id} decides channel by channel, so there is "
+                "no count to round; use LayerRatio-v0 or DNNGraph-v0, or round a finished "
+                "keep state with prune_gym.keep.round_counts")
         # every count and rate is checked here, under the name the user typed, before any
         # of them is used or handed on (the Evaluator calls eval_samples "max_samples")
         finetune_steps = check_int(finetune_steps, "finetune_steps")
@@ -159,14 +169,21 @@ class PruneEnv(gym.Env):
     def _fits(self, keep) -> bool:
         return self._metric(keep) <= self._limit
 
+    def _rounded(self, counts) -> np.ndarray:
+        """``counts`` rounded to multiples of ``round_to`` (unchanged without it)."""
+        return round_counts(counts, self.sizes, self.round_to)
+
     def _check_reachable(self) -> None:
-        floor = self._floor_counts().tolist()
+        floor = self._rounded(self._floor_counts()).tolist()
         smallest = self._metric(floor) / self._base_metric
         if smallest > self.budget:
+            rounding = (f" with counts rounded to multiples of round_to={self.round_to}"
+                        if self.round_to is not None else "")
             raise InvalidArgumentError(
                 f"budget={self.budget} cannot be reached: with every group at the minimum "
-                f"{self.env_id} allows, the network keeps {smallest:.4f} of its original "
-                f"{self.constraint}; choose budget >= {smallest:.4f}")
+                f"{self.env_id} allows{rounding}, the network keeps {smallest:.4f} of its "
+                f"original {self.constraint}; choose budget >= {smallest:.4f}"
+                + (" or a smaller round_to" if rounding else ""))
 
     def _price(self) -> None:
         """Price the current state once; observation, info and render read the result."""

@@ -68,6 +68,7 @@ class ChannelMaskEnv(PruneEnv):
     - ``max_nodes``, ``max_edges``, ``max_groups``: as for ``LayerRatio-v0``.
       ``max_channels``: the action and channel-array width ``S`` (default: the largest group
       size); networks given the same ``max_*`` share one observation and action space.
+    - ``round_to`` is refused: channels are chosen one by one, so there is no count to round.
 
     All arguments are fixed for the life of the environment, so its spaces never change.
 
@@ -79,6 +80,8 @@ class ChannelMaskEnv(PruneEnv):
     """
 
     env_id = "ChannelMask-v0"
+
+    rounds_counts = False
 
     def __init__(self, model=DEFAULT_TASK, *, max_channels: int | None = None, **kwargs):
         self._max_channels = max_channels  # checked once the group sizes are known

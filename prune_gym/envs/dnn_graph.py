@@ -66,7 +66,7 @@ class DNNGraphEnv(PruneEnv):
       (``eval_samples``, ``eval_batch_size``, ``bn_recalibration``, ``finetune_steps``,
       ``finetune_lr``, ``finetune_batch_size``, ``evaluate``, ``eval_cache``), ``obs_mode``,
       ``render_mode`` (``"ansi"``), ``seed``, ``max_nodes``, ``max_edges``, ``max_groups``
-      (also the action width): as for ``LayerRatio-v0``. ``model`` defaults
+      (also the action width), ``round_to``: as for ``LayerRatio-v0``. ``model`` defaults
       to the embedded ``"digits-cnn-v0"`` task, so ``gym.make("DNNGraph-v0")`` works as is.
     - ``max_steps``: steps before truncation (default 5).
     - ``max_ratio``: the largest fraction of a group's remaining channels one step prunes
@@ -97,7 +97,7 @@ class DNNGraphEnv(PruneEnv):
             return np.ones(self.num_groups, dtype=np.int64)
         kept = self.sizes.copy()
         for _ in range(self.max_steps):
-            kept = kept_after(kept, self.max_ratio)
+            kept = self._rounded(kept_after(kept, self.max_ratio))
         return kept
 
     def _start(self) -> None:
@@ -118,14 +118,14 @@ class DNNGraphEnv(PruneEnv):
     def _project(self, kept: np.ndarray) -> np.ndarray:
         """Shrink every group by the largest common factor that meets the budget."""
         def shrunk(f: float) -> np.ndarray:
-            return np.clip(np.floor(kept * f).astype(np.int64), 1, kept)
+            return self._rounded(np.clip(np.floor(kept * f).astype(np.int64), 1, kept))
 
         # shrunk(0) keeps one channel per group: reachable by construction
         return shrunk(last_fitting(lambda f: self._fits(shrunk(f).tolist()), 0.0, 1.0,
                                    iters=30))
 
     def _apply(self, action: np.ndarray) -> tuple[bool, bool]:
-        self._k = kept_after(self._k, action_to_ratio(action, self.max_ratio))
+        self._k = self._rounded(kept_after(self._k, action_to_ratio(action, self.max_ratio)))
         feasible = self._fits(self._k.tolist())
         last = self._t + 1 >= self.max_steps
         if not feasible and last and self.constraint_mode == "project":

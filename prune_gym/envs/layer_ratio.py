@@ -10,6 +10,7 @@ from prune_gym.bisection import last_fitting
 from prune_gym.envs.base import PruneEnv
 from prune_gym.envs.problem import DEFAULT_TASK
 from prune_gym.errors import InvalidArgumentError
+from prune_gym.keep import round_counts
 
 
 def check_max_ratio(max_ratio) -> float:
@@ -103,6 +104,10 @@ class LayerRatioEnv(PruneEnv):
     - ``max_nodes``, ``max_edges``, ``max_groups``: pad the observation to this many nodes,
       edges and groups (default: exactly this network's), so that several networks share one
       observation space and one policy can act on all of them; padding is masked.
+    - ``round_to``: round every kept count half up to a multiple of this (groups left whole
+      or smaller than it excepted), so that the pruned layers keep whole SIMD vectors and
+      run as fast as their MACs say; the budget is checked on the rounded counts. Default:
+      no rounding.
     - ``seed``: seeds the first ``reset()``, the ``random`` criterion and fine-tuning.
 
     All arguments are fixed for the life of the environment, so its spaces never change.
@@ -124,7 +129,10 @@ class LayerRatioEnv(PruneEnv):
         return spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
 
     def _floor_counts(self) -> np.ndarray:
-        return kept_after(self.sizes, self.max_ratio)
+        return self._rounded(kept_after(self.sizes, self.max_ratio))
+
+    def _round_one(self, t: int, count: int) -> int:
+        return int(round_counts([count], self.sizes[t:t + 1], self.round_to)[0])
 
     def _start(self) -> None:
         self._k = self.sizes.copy()
@@ -150,14 +158,16 @@ class LayerRatioEnv(PruneEnv):
         trial[t + 1:] = self._floor_counts()[t + 1:]
 
         def fits(count: int) -> bool:
-            trial[t] = count
+            trial[t] = self._round_one(t, count)
             return self._fits(trial.tolist())
 
-        return last_fitting(fits, int(kept_after(self.sizes[t], self.max_ratio)), int(wanted))
+        lowest = int(kept_after(self.sizes[t], self.max_ratio))
+        return self._round_one(t, last_fitting(fits, lowest, int(wanted)))
 
     def _apply(self, action: np.ndarray) -> tuple[bool, bool]:
         t = self._t
         kept = int(kept_after(self.sizes[t], action_to_ratio(action[0], self.max_ratio)))
+        kept = self._round_one(t, kept)
         if self.constraint_mode == "project":
             kept = self._wall(t, kept)
         self._k[t] = kept
