@@ -94,12 +94,14 @@ def states_for(net, task_name: str, budgets, methods, rows) -> list[dict]:
     for line, row in rows:
         if row["task"] != task_name:
             continue
-        if len(row["keep"]) != len(net.groups) or any(
-                k > g.size for k, g in zip(row["keep"], net.groups)):
+        # a count per group, or (ChannelMask agents) the kept channel indices
+        counts = [len(k) if isinstance(k, list) else k for k in row["keep"]]
+        if len(counts) != len(net.groups) or any(
+                k > g.size for k, g in zip(counts, net.groups)):
             print(f"results line {line}: keep does not fit {task_name}'s {len(net.groups)} "
                   "groups; skipped")
             continue
-        rounded = ", counts x8" if round_to_8(net, row["keep"]) == list(row["keep"]) else ""
+        rounded = ", counts x8" if round_to_8(net, counts) == counts else ""
         states.append(dict(method=f"{row['method']} (results line {line}{rounded})",
                            budget=row["budget"], keep=row["keep"],
                            importance=row["importance"], kind="results"))
@@ -200,7 +202,8 @@ def fmt_goal(b: dict) -> str:
 
 def markdown(doc: dict) -> str:
     lines = [
-        "# Latency of exported pruned models", "",
+        "# Latency of exported pruned models"
+        + ("" if doc.get("name", "latency") == "latency" else f" ({doc['name']})"), "",
         f"Machine: {doc['machine']}. Produced by `{doc['command']}` in {doc['wall_s']:.0f} s. "
         f"CPU latency of the exported (eager) model against the original, eval mode, "
         f"`torch.inference_mode`, batch 1 and 64 (the first validation image repeated), "
@@ -317,6 +320,9 @@ def main() -> None:
     parser.add_argument("--no-sweep", action="store_true", help="skip the conv width sweep")
     parser.add_argument("--sweep-batch", type=int, default=64)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--name", default="latency",
+                        help="file stem of the report in --out (default latency: "
+                        "latency.md and latency.json)")
     parser.add_argument("--note", default="a shared VM (2 cores, other people's jobs "
                         "running): absolute times drift, interleaved ratios less so")
     args = parser.parse_args()
@@ -344,6 +350,7 @@ def main() -> None:
     command = " ".join([*(f"{k}={shlex.quote(v)}" for k, v in env.items()),
                         "python benchmarks/latency.py", shlex.join(sys.argv[1:])]).strip()
     doc = {"machine": describe_machine(), "note": args.note, "command": command,
+           "name": args.name,
            "environment": env,
            "settings": {"threads": args.threads, "batch_sizes": args.batch_sizes,
                         "repeats": args.repeats, "min_time": args.min_time, "goal": GOAL,
@@ -367,9 +374,9 @@ def main() -> None:
     doc["wall_s"] = time.perf_counter() - start
     doc["summary"] = summarise(doc)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "latency.json").write_text(json.dumps(doc, indent=2))
+    (args.out / f"{args.name}.json").write_text(json.dumps(doc, indent=2))
     text = markdown(doc)
-    (args.out / "latency.md").write_text(text)
+    (args.out / f"{args.name}.md").write_text(text)
     print(text)
 
 
