@@ -83,6 +83,9 @@ class KeepCache:
             self._entries.move_to_end(key)
         return hit
 
+    def clear(self) -> None:
+        self._entries.clear()
+
     def put(self, key: bytes, result: EvalResult) -> None:
         if self.size:
             self._entries[key] = result
@@ -170,7 +173,9 @@ class Evaluator:
         fn: a user callable ``fn(model) -> float`` that replaces accuracy entirely.
         device: where to evaluate (``"cpu"`` by default).
         num_threads: torch intra-op threads during evaluation (default: leave as is).
-        cache_size: keep states whose result is remembered (0 = no cache).
+        cache_size: keep states whose result is remembered (0 = no cache), for one network
+            at a time: evaluating another network's keep states starts the cache afresh.
+            Call :meth:`clear_cache` after changing a network's weights.
         path: how :meth:`evaluate_keep` runs a keep state: ``"auto"`` (the physically
             pruned network whenever the cost model predicts it is cheaper), ``"physical"``
             or ``"masked"``. All three give the same results up to float rounding.
@@ -199,6 +204,7 @@ class Evaluator:
         self.bn_recalibration = bn_recalibration
         self.bn_batch_size = bn_batch_size
         self._cache = KeepCache(cache_size)
+        self._cache_net: weakref.ref | None = None  # the network the cached results are of
         self._path_model: _PathModel | None = None
         self.evaluations = 0
         self.physical_evaluations = 0
@@ -216,6 +222,7 @@ class Evaluator:
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_path_model"] = None  # machine timings (and a weak reference): re-measured
+        state["_cache_net"] = None  # the copy's network is another object: its cache restarts
         return state
 
     def check_model(self, model: nn.Module) -> None:
@@ -302,6 +309,10 @@ class Evaluator:
             model = self._path_model = _PathModel(net, masks)
         return model.physical(macs, net.base_macs), macs
 
+    def clear_cache(self) -> None:
+        """Forget every remembered result (after the network's weights changed)."""
+        self._cache.clear()
+
     def evaluate_keep(self, net, keep, importance: str | None = None) -> EvalResult:
         """Evaluate ``net`` pruned to ``keep``, remembering results by keep state.
 
@@ -310,6 +321,10 @@ class Evaluator:
         """
         masks = net.masks(keep, importance)
         key = KeepCache.key(masks)
+        if self._cache_net is None or self._cache_net() is not net:
+            # the same keep state of another network (or a copy) scores differently
+            self.clear_cache()
+            self._cache_net = weakref.ref(net)
         hit = self._cache.get(key)
         if hit is not None:
             return hit

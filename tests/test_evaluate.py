@@ -92,6 +92,24 @@ def test_keep_state_cache_and_masked_equals_exported(model, data):
     assert evaluator.evaluate(net.export(keep)).accuracy == pytest.approx(first.accuracy)
 
 
+def test_cache_is_per_network(model, data):
+    """The same keep state of another network scores that network, not a remembered one."""
+    x, y = data
+    torch.manual_seed(1)
+    other_model = digits_cnn().eval()  # the same architecture, other weights
+    net, other = PrunableNetwork(model, x[:1]), PrunableNetwork(other_model, x[:1])
+    evaluator = Evaluator((x, y))
+    keep = [max(1, g.size // 2) for g in net.groups]
+    mine = evaluator.evaluate_keep(net, keep)
+    theirs = evaluator.evaluate_keep(other, keep)
+    assert evaluator.evaluations == 2
+    assert theirs == Evaluator((x, y)).evaluate_keep(other, keep) != mine
+    # and after a weight change, clear_cache() makes the next call evaluate again
+    evaluator.clear_cache()
+    evaluator.evaluate_keep(other, keep)
+    assert evaluator.evaluations == 3
+
+
 def test_check_model_catches_data_that_does_not_fit(model, data):
     x, y = data
     Evaluator((x, y)).check_model(model)
