@@ -114,3 +114,18 @@ def test_run_method_takes_round_to_where_counts_are_set(tmp_path) -> None:
     with pytest.raises(RunDirectoryError, match="round_to"):
         run_method("uniform", "digits-cnn-v0", budget=BUDGET, run_dir=tmp_path / "u",
                    resume=True)
+
+
+def test_cli_search_round_to(tmp_path, capsys) -> None:
+    from agents.cli import main
+    from agents.results import read_results
+
+    out = tmp_path / "run"
+    assert main(["search", "--task", "digits-cnn-v0", "--agent", "global-magnitude",
+                 "--budget", "0.5", "--round-to", "8", "--out", str(out)]) == 0
+    (row,) = read_results(out / "results.csv")
+    sizes = [g.size for g in make_network("digits-cnn-v0").groups]
+    assert is_rounded(row["keep"], sizes, 8) and row["feasible"]
+    assert main(["search", "--task", "digits-cnn-v0", "--agent", "rl-pruner", "--round-to",
+                 "8", "--out", str(tmp_path / "r")]) == 2
+    assert "round_to is not for method='rl-pruner'" in capsys.readouterr().err
