@@ -66,9 +66,11 @@ def _scaled(net: PrunableNetwork, fractions: np.ndarray, scale: float,
                           for g, f in zip(net.groups, fractions)], round_to)
 
 
-def _check_rounded_floor(net, limit, constraint, round_to) -> None:
-    """With ``round_to``, the smallest state keeps ``round_to`` channels per group: refuse a
-    budget it cannot meet, as ``budget_limit`` does for one channel per group."""
+def _check_round_to(net, limit, constraint, round_to) -> int | None:
+    """``round_to`` checked. With it, the smallest state keeps ``round_to`` channels per
+    group: refuse a budget it cannot meet, as ``budget_limit`` does for one channel."""
+    round_to = check_int(round_to, "round_to", minimum=1, optional=True,
+                         meaning="the multiple every kept count is rounded to")
     floor = _rounded(net, [1] * len(net.groups), round_to)
     if round_to is not None and net.metric(floor, constraint) > limit:
         smallest = net.metric(floor, constraint) / net.metric([g.size for g in net.groups],
@@ -77,6 +79,7 @@ def _check_rounded_floor(net, limit, constraint, round_to) -> None:
             f"round_to={round_to}: with every group at {round_to} channels the network keeps "
             f"{smallest:.4f} of its {constraint}, over the budget; use a larger budget or a "
             "smaller round_to")
+    return round_to
 
 
 def _largest_scale(net, fractions, limit, constraint, iters: int = 30,
@@ -95,7 +98,7 @@ def uniform(net: PrunableNetwork, budget: float, constraint: str = "macs",
     """Keep the same (largest feasible) fraction of every group; with ``round_to``, every
     kept count rounded to a multiple of it (``prune_gym.keep.round_counts``)."""
     limit = budget_limit(net, budget, constraint)
-    _check_rounded_floor(net, limit, constraint, round_to)
+    round_to = _check_round_to(net, limit, constraint, round_to)
     return _largest_scale(net, np.ones(len(net.groups)), limit, constraint, round_to=round_to)
 
 
@@ -104,7 +107,7 @@ def global_magnitude(net: PrunableNetwork, budget: float, constraint: str = "mac
     """Drop the globally least important channels until the budget holds (``round_to``: as
     for ``uniform``)."""
     limit = budget_limit(net, budget, constraint)
-    _check_rounded_floor(net, limit, constraint, round_to)
+    round_to = _check_round_to(net, limit, constraint, round_to)
     scores = [net.scores(i, importance) for i in range(len(net.groups))]
     thresholds = np.unique(np.concatenate(scores))
 
@@ -136,7 +139,7 @@ def random_search(net: PrunableNetwork, evaluator: Evaluator, budget: float,
     """
     trials = check_int(trials, "trials", minimum=1, meaning="evaluations to spend")
     limit = budget_limit(net, budget, constraint)
-    _check_rounded_floor(net, limit, constraint, round_to)
+    round_to = _check_round_to(net, limit, constraint, round_to)
     rng = np.random.default_rng(seed)
     best, best_acc = None, -1.0
     start = evaluator.evaluations

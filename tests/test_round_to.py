@@ -98,6 +98,9 @@ def test_baselines_round_and_fit(net, task) -> None:
     assert states["uniform"] != uniform(net, BUDGET)
     with pytest.raises(InvalidArgumentError, match="round_to=16"):
         uniform(net, 0.1, round_to=16)
+    for bad in (0, 2.5):
+        with pytest.raises(InvalidArgumentError, match="round_to"):
+            global_magnitude(net, BUDGET, round_to=bad)
 
 
 def test_run_method_takes_round_to_where_counts_are_set(tmp_path) -> None:

@@ -120,7 +120,8 @@ class DNNGraphEnv(PruneEnv):
         def shrunk(f: float) -> np.ndarray:
             return self._rounded(np.clip(np.floor(kept * f).astype(np.int64), 1, kept))
 
-        # shrunk(0) keeps one channel per group: reachable by construction
+        # shrunk(0) is the floor (one channel per group, or round_to): checked reachable at
+        # construction
         return shrunk(last_fitting(lambda f: self._fits(shrunk(f).tolist()), 0.0, 1.0,
                                    iters=30))
 
