@@ -56,7 +56,9 @@ def budget_limit(net: PrunableNetwork, budget: float, constraint: str = "macs") 
     return math.floor(budget * net.metric([g.size for g in net.groups], constraint))
 
 
-def _rounded(net: PrunableNetwork, keep, round_to: int | None) -> list[int]:
+def _rounded(net: PrunableNetwork, keep: list[int], round_to: int | None) -> list[int]:
+    if round_to is None:  # inside every bisection of the searches
+        return keep
     return round_counts(keep, [g.size for g in net.groups], round_to).tolist()
 
 

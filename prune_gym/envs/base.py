@@ -170,7 +170,10 @@ class PruneEnv(gym.Env):
         return self._metric(keep) <= self._limit
 
     def _rounded(self, counts) -> np.ndarray:
-        """``counts`` rounded to multiples of ``round_to`` (unchanged without it)."""
+        """``counts`` rounded to multiples of ``round_to`` (without it, ``counts`` itself:
+        this runs on every step)."""
+        if self.round_to is None:
+            return counts
         return round_counts(counts, self.sizes, self.round_to)
 
     def _check_reachable(self) -> None:

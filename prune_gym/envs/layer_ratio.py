@@ -132,6 +132,8 @@ class LayerRatioEnv(PruneEnv):
         return self._rounded(kept_after(self.sizes, self.max_ratio))
 
     def _round_one(self, t: int, count: int) -> int:
+        if self.round_to is None:  # on every step and in the wall's bisection
+            return count
         return int(round_counts([count], self.sizes[t:t + 1], self.round_to)[0])
 
     def _start(self) -> None:
