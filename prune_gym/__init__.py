@@ -8,8 +8,9 @@ from prune_gym import errors, parallel  # noqa: F401 - parallel: worker-thread r
 from prune_gym.errors import PruneGymError
 from prune_gym.network import ChannelGroup, PrunableNetwork
 
-__all__ = ["ENV_IDS", "ChannelGroup", "ChannelMaskEnv", "DNNGraphEnv", "LayerRatioEnv",
-           "PrunableNetwork", "PruneGymError", "errors", "to_pyg"]
+__all__ = ["ENV_IDS", "ChannelGroup", "ChannelMaskEnv", "DNNGraphEnv", "LatencyModel",
+           "LayerRatioEnv", "PrunableNetwork", "PruneGymError", "errors", "fit_latency_model",
+           "load_latency_model", "to_pyg"]
 __version__ = "0.1.0"
 
 # The environments check the order of reset/step themselves (raising EnvStateError, a
@@ -22,7 +23,10 @@ for _id in ENV_IDS:
         gym.register(id=_id, entry_point=f"prune_gym.envs:{_cls}", order_enforce=False)
 
 _LAZY = {"LayerRatioEnv": "prune_gym.envs", "DNNGraphEnv": "prune_gym.envs",
-         "ChannelMaskEnv": "prune_gym.envs", "to_pyg": "prune_gym.pyg"}
+         "ChannelMaskEnv": "prune_gym.envs", "to_pyg": "prune_gym.pyg",
+         "LatencyModel": "prune_gym.latency_model",
+         "fit_latency_model": "prune_gym.latency_model",
+         "load_latency_model": "prune_gym.latency_model"}
 
 
 def __getattr__(name: str):

@@ -128,6 +128,13 @@ class CostModel:
         """
         return self._total(self.macs_terms, counts, masks, prefix, rows=True)
 
+    def kept_dims(self, counts=None, masks=None, prefix=None) -> list[tuple[int, int]]:
+        """``(dim 0, dim 1)`` of every conv/linear call's weight under a keep state: its
+        kept output channels and kept input channels (per conv group). What a latency
+        table is looked up with (:mod:`prune_gym.latency_model`)."""
+        return [(self._kept(t.out, t.dim0, counts, masks, prefix),
+                 self._kept(t.inp, t.dim1, counts, masks, prefix)) for t in self.macs_terms]
+
     def params(self, counts=None, masks=None, prefix=None) -> int:
         """Number of parameters of the pruned model (same arguments as :meth:`macs`)."""
         return self.fixed_params + self._total(self.param_terms, counts, masks, prefix,

@@ -6,7 +6,10 @@ someone else's process. Each sample times enough calls to last ``min_time`` (sho
 are dominated by timer and dispatch noise), the figure is the median sample with its
 interquartile range, and :func:`compare_latency` alternates original and pruned samples
 (ABBA order) so that a slow spell of the machine hits both alike; its ratio is the median
-of the per-round ratios.
+of the per-round ratios. Each sample is steady state, as a deployed model runs: it starts
+with one untimed call, since the first call after another model's inherits that model's
+memory allocator and cache state (on the 2-core VM, ResNet-56 at batch 64 took 310-360 ms
+in a call after another model's and 260 ms with the allocator's page recycling tuned).
 
 Every measurement is inference as deployed: eval mode (the model's own flags are put back
 afterwards), ``torch.inference_mode``, a fixed torch thread count (recorded), and inputs
@@ -96,6 +99,10 @@ class _Timer:
                 gc.enable()
 
     def sample(self) -> float:
+        """Seconds per call in steady state: one untimed call first, because the first call
+        after another model's pays for that model's allocator and cache state."""
+        with torch.inference_mode():
+            self.model(*self.inputs)
         return self._run()
 
 
@@ -158,8 +165,9 @@ def measure_latency(model: nn.Module, example_inputs,
         min_time: seconds one sample lasts at least (enough calls are made).
 
     Returns:
-        ``{"threads", "eval_mode", "inference_mode", "torch", "batches": {size: {"median_s",
-        "q25_s", "q75_s", "iqr_s", "per_image_s", "samples", "calls_per_sample"}}}``.
+        A dict with ``threads``, ``eval_mode``, ``inference_mode``, ``torch`` and
+        ``batches``, which maps each batch size to its ``median_s``, ``q25_s``, ``q75_s``,
+        ``iqr_s``, ``per_image_s``, ``samples`` and ``calls_per_sample``.
     """
     inputs, sizes, threads, warmup, repeats, min_time = _check(
         model, "model", example_inputs, batch_sizes, threads, warmup, repeats, min_time)
@@ -182,9 +190,10 @@ def compare_latency(original: nn.Module, pruned: nn.Module, example_inputs,
     Arguments are those of :func:`measure_latency` (both models take ``example_inputs``).
 
     Returns:
-        ``measure_latency``'s header, and per batch size ``{"original": stats, "pruned":
-        stats, "ratio": median of per-round pruned/original, "ratio_q25", "ratio_q75",
-        "reduction": 1 - ratio}``.
+        The header of :func:`measure_latency`, and in ``batches`` per batch size the
+        ``original`` and ``pruned`` statistics, ``ratio`` (the median of the per-round
+        pruned / original ratios), ``ratio_q25``, ``ratio_q75`` and ``reduction``
+        (1 - ratio).
     """
     inputs, sizes, threads, warmup, repeats, min_time = _check(
         original, "original", example_inputs, batch_sizes, threads, warmup, repeats, min_time)

@@ -13,6 +13,7 @@ this very network and excludes, with a reason, any group for which they do not.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
@@ -28,11 +29,12 @@ from prune_gym.cost import build_cost_model
 from prune_gym.errors import InvalidArgumentError, ModelAnalysisError
 from prune_gym.importance import channel_scores, check_criterion, ranking
 from prune_gym.keep import check_keep, to_masks
+from prune_gym.latency_model import load_latency_model
 from prune_gym.pruners import CUSTOMIZED_PRUNERS, MASK_BUFFERS
 from prune_gym.verify import PruningWarning, verify_groups
 
 _MAC_LAYERS = (nn.modules.conv._ConvNd, nn.Linear)
-CONSTRAINTS = ("macs", "params")
+CONSTRAINTS = ("macs", "params", "latency")
 
 
 __all__ = ["CONSTRAINTS", "ChannelGroup", "LayerCall", "Member", "PrunableNetwork",
@@ -180,6 +182,7 @@ class PrunableNetwork:
         self._topology = None
         if verify:
             verify_groups(self)
+        self.latency_model = None  # set_latency_model: prices constraint="latency"
         self.base_macs = self.macs([g.size for g in self.groups])
         self.base_params = self.params([g.size for g in self.groups])
 
@@ -350,12 +353,37 @@ class PrunableNetwork:
         return self._scores_for(importance)[self.groups[group].index]
 
     def metric(self, keep, constraint: str = "macs", importance: str | None = None) -> int:
-        """``macs(keep)`` or ``params(keep)`` by name: what a budget constrains."""
+        """``macs(keep)``, ``params(keep)`` or the predicted latency in nanoseconds (with a
+        :attr:`latency_model`) by name: what a budget constrains."""
+        return self._price(check_keep(self.groups, keep), importance,
+                           self._metric_fn(constraint))
+
+    def _metric_fn(self, constraint: str):
+        if constraint == "latency":
+            if self.latency_model is None:
+                raise InvalidArgumentError(
+                    "constraint='latency' needs a latency model of this network on this "
+                    "machine: fit one with prune_gym.fit_latency_model(net) (or prune-gym "
+                    "latency-model) and pass it as latency_model=")
+            return functools.partial(self.latency_model.price, self.cost)
         if constraint not in CONSTRAINTS:
             raise InvalidArgumentError(f"constraint={constraint!r} is not known; choose one "
                                        f"of {', '.join(CONSTRAINTS)}")
-        return self._price(check_keep(self.groups, keep), importance,
-                           getattr(self.cost, constraint))
+        return getattr(self.cost, constraint)
+
+    def set_latency_model(self, model) -> None:
+        """Price ``constraint="latency"`` with ``model`` (a
+        :class:`~prune_gym.latency_model.LatencyModel` or the JSON it was saved to; ``None``
+        removes it), after checking it was fitted on this network."""
+        if model is not None:
+            model = load_latency_model(model)
+            model.check_network(self)
+        self.latency_model = model
+
+    def kept_dims(self, keep, importance: str | None = None) -> list[tuple[int, int]]:
+        """Kept ``(output, input)`` channels of every conv/linear call under ``keep``
+        (:meth:`~prune_gym.cost.CostModel.kept_dims`): what a latency model prices."""
+        return self._price(check_keep(self.groups, keep), importance, self.cost.kept_dims)
 
     def min_ratio(self, constraint: str = "macs") -> float:
         """Smallest fraction of the original metric reachable (one channel per group)."""

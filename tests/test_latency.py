@@ -79,7 +79,9 @@ def test_compare_latency_interleaves_the_two_models():
     out = compare_latency(original, pruned, torch.randn(3, 4), batch_sizes=(1,), warmup=1,
                           repeats=4, min_time=0.0)
     timed = [tag for tag, *_ in log[2:]]  # after one warm-up call each
-    assert timed == list("ABBAABBA")  # alternating order: neither model always goes first
+    # alternating order, so that neither model always goes first; each sample in steady
+    # state: an untimed call, then the timed one
+    assert timed == list("AABBBBAAAABBBBAA")
     row = out["batches"][1]
     _sane(row["original"], 4)
     _sane(row["pruned"], 4)

@@ -53,8 +53,8 @@ class PruneEnv(gym.Env):
                  finetune_batch_size: int = 64, evaluate=None, eval_cache: int = 4096,
                  obs_mode: str = "padded", max_nodes: int | None = None,
                  max_edges: int | None = None, max_groups: int | None = None,
-                 round_to: int | None = None, render_mode: str | None = None,
-                 seed: int | None = None):
+                 round_to: int | None = None, latency_model=None,
+                 render_mode: str | None = None, seed: int | None = None):
         check_vector_env()  # refuse a vector env too big for the machine before it starts
         self.constraint = check_choice(constraint, CONSTRAINTS, "constraint")
         self.constraint_mode = check_choice(constraint_mode, CONSTRAINT_MODES, "constraint_mode")
@@ -101,9 +101,15 @@ class PruneEnv(gym.Env):
                                            "name as model=) to fine-tune on")
             self._finetune = FineTuner(problem.train, finetune_steps, finetune_lr,
                                        finetune_batch_size, self._seed or 0)
+        if latency_model is not None:
+            if self.constraint != "latency":
+                raise InvalidArgumentError(
+                    f"latency_model is read only with constraint='latency'; got "
+                    f"constraint={self.constraint!r}")
+            self.net.set_latency_model(latency_model)  # the env's own copy of the network
         self.sizes = np.array([g.size for g in self.net.groups], dtype=np.int64)
         self.num_groups = len(self.sizes)
-        base = self.net.base_macs if self.constraint == "macs" else self.net.base_params
+        base = self.net.metric(self.sizes.tolist(), self.constraint, self.importance)
         self._base_metric = int(base)
         self._limit = self.budget * base
         self._check_reachable()
@@ -163,7 +169,8 @@ class PruneEnv(gym.Env):
 
     # -- pricing and the constraint ---------------------------------------------------------
     def _metric(self, keep) -> int:
-        """The constrained metric (MACs or params) of a keep state, in closed form."""
+        """The constrained metric (MACs, params or predicted latency) of a keep state, in
+        closed form."""
         return self.net.metric(keep, self.constraint, self.importance)
 
     def _fits(self, keep) -> bool:
@@ -190,8 +197,11 @@ class PruneEnv(gym.Env):
 
     def _price(self) -> None:
         """Price the current state once; observation, info and render read the result."""
-        macs, params = self.net.price(self._keep_arg(), self.importance)
-        metric = macs if self.constraint == "macs" else params
+        keep = self._keep_arg()
+        macs, params = self.net.price(keep, self.importance)
+        metric = {"macs": macs, "params": params}.get(self.constraint)
+        if metric is None:
+            metric = self.net.metric(keep, self.constraint, self.importance)
         self._state = {
             "macs": int(macs), "params": int(params),
             "macs_ratio": macs / self.net.base_macs,
@@ -227,6 +237,8 @@ class PruneEnv(gym.Env):
             "step": self._t,
             "evaluations": self.evaluator.evaluations,
         }
+        if self.constraint == "latency":  # predicted, a fraction of the original's
+            info["latency_ratio"] = s["ratio"]
         if final:
             info.update(self._last_eval)
             # the exact state (ChannelMask's kept indices, not just counts), so that a run

@@ -62,7 +62,8 @@ class DNNGraphEnv(PruneEnv):
 
     ## Arguments
     - ``model``, ``val_data``, ``train_data``, ``example_inputs``, ``budget``,
-      ``constraint``, ``constraint_mode``, ``reward``, ``importance``, evaluation options
+      ``constraint``, ``latency_model``, ``constraint_mode``, ``reward``, ``importance``,
+      evaluation options
       (``eval_samples``, ``eval_batch_size``, ``bn_recalibration``, ``finetune_steps``,
       ``finetune_lr``, ``finetune_batch_size``, ``evaluate``, ``eval_cache``), ``obs_mode``,
       ``render_mode`` (``"ansi"``), ``seed``, ``max_nodes``, ``max_edges``, ``max_groups``

@@ -87,8 +87,12 @@ class LayerRatioEnv(PruneEnv):
     - ``example_inputs``: one input batch for analysis and MAC counting (default: the first
       validation sample, batch 1).
     - ``budget``: fraction of the original metric to keep, in (0, 1] (default: the task's,
-      else 0.5). ``constraint``: ``"macs"`` (default) or ``"params"``. ``constraint_mode``:
-      ``"cmdp"`` (default) or ``"project"``.
+      else 0.5). ``constraint``: ``"macs"`` (default), ``"params"`` or ``"latency"`` (the
+      CPU latency predicted by ``latency_model``, a :class:`~prune_gym.LatencyModel` fitted
+      on this network with :func:`~prune_gym.fit_latency_model`, or the JSON file it was
+      saved to; ``info["latency_ratio"]`` is then the predicted fraction of the original
+      latency).
+      ``constraint_mode``: ``"cmdp"`` (default) or ``"project"``.
     - ``max_ratio``: the largest fraction of a group one action prunes (default 0.8, AMC's).
     - ``reward``: ``"accuracy"`` (default), ``"acc_log_macs"``, ``"self_competition"``.
     - ``importance``: channel order, ``"l1"`` (default), ``"l2"``, ``"taylor"``,
