@@ -58,6 +58,9 @@ class Method:
     rounds_counts: bool = True
 
 
+LATENCY_MODEL = "latency_model.json"  # a run directory's copy of its latency model
+
+
 # PPOLagrangian with the graph policy: per-group ratios read from a GAT's node embeddings
 # (one policy for any network), the presets' settling multiplier on the signed cost. The
 # rollout is short (32 steps) so that a budget of a few hundred evaluations still gives
@@ -266,10 +269,13 @@ class _EvaluationBudget(BaseCallback):
 
 
 def _settings(method, task, budget, constraint, evaluations, timesteps, seed, val_samples,
-              round_to):
+              round_to, latency_model):
     return {"method": method, "task": task, "budget": budget, "constraint": constraint,
             "evaluations": evaluations, "timesteps": timesteps, "seed": seed,
             "val_samples": val_samples, "round_to": round_to,
+            # what prices a latency budget: a resume must price it alike
+            "latency_model": None if latency_model is None
+            else [*latency_model.coefficients, latency_model.base_s],
             "prune_gym_version": prune_gym.__version__}
 
 
@@ -286,7 +292,7 @@ def _check_run_dir(run_dir: Path | None, settings: dict, resume: bool) -> None:
                                     "or choose a new directory")
         saved = json.loads(saved_path.read_text())
         for key in ("method", "task", "budget", "constraint", "seed", "val_samples",
-                    "round_to"):
+                    "round_to", "latency_model"):
             if saved.get(key) != settings.get(key):
                 raise RunDirectoryError(
                     f"run_dir={str(run_dir)!r} was made for {key}={saved.get(key)!r}, not "
@@ -308,7 +314,8 @@ def _train_budget(evaluations: int | None, timesteps: int | None) -> int:
 
 
 def _run_rl(method: Method, task, budget, constraint, evaluations, timesteps, seed,
-            run_dir, resume, val_samples, round_to, curve) -> tuple[list, dict, float]:
+            run_dir, resume, val_samples, round_to, latency_model, curve
+            ) -> tuple[list, dict, float]:
     from agents.train import train
 
     kwargs = {k: (dict(v) if isinstance(v, dict) else v) for k, v in method.train_kwargs.items()}
@@ -318,6 +325,9 @@ def _run_rl(method: Method, task, budget, constraint, evaluations, timesteps, se
         env_kwargs["eval_samples"] = val_samples
     if round_to is not None:
         env_kwargs["round_to"] = round_to
+    if latency_model is not None:  # the run directory's copy, so that config.json names it
+        env_kwargs["latency_model"] = str(run_dir / LATENCY_MODEL) if run_dir is not None \
+            else latency_model
     stopper = _EvaluationBudget(curve, evaluations)
     result = train(**kwargs, env_kwargs=env_kwargs, seed=seed,
                    total_timesteps=_train_budget(evaluations, timesteps),
@@ -381,10 +391,29 @@ def rl_pruner_schedule(net, budget: float, constraint: str, evaluations: int) ->
     return {"prune_ratio": float(ratio), "lr_epoch": int(lr_epoch), "sample_num": sample_num}
 
 
+def _latency_model(net, name: str, constraint, latency_model):
+    """The latency model, loaded and set on ``net``, when the constraint is latency."""
+    if constraint != "latency":
+        if latency_model is not None:
+            raise InvalidArgumentError(f"latency_model is read only with constraint='latency'; "
+                                       f"got constraint={constraint!r}")
+        return None
+    if latency_model is None:
+        raise InvalidArgumentError(
+            "constraint='latency' needs latency_model=: a LatencyModel of the task's network "
+            "fitted on this machine, or its JSON (prune-gym latency-model --task T --out F)")
+    if name == "rl-pruner":
+        raise InvalidArgumentError("constraint='latency' is not for rl-pruner: it re-analyses "
+                                   "the network as it prunes; choose another method")
+    net.set_latency_model(latency_model)
+    return net.latency_model
+
+
 def run_method(name: str, task, *, budget: float, constraint: str = "macs",
                evaluations: int | None = None, timesteps: int | None = None, seed: int = 0,
                run_dir: str | os.PathLike | None = None, resume: bool = False,
                val_samples: int | None = None, round_to: int | None = None,
+               latency_model=None,
                on_progress: Callable[[int, float | None], None] | None = None) -> MethodResult:
     """Run method ``name`` on ``task`` to ``budget`` of ``constraint``, for at most
     ``evaluations`` validation evaluations (or ``timesteps`` environment steps, RL only).
@@ -405,6 +434,9 @@ def run_method(name: str, task, *, budget: float, constraint: str = "macs",
         round_to: keep every group's count a multiple of this (the environments' and the
             baselines' ``round_to``), for networks that run as fast as their MACs say. Not
             for methods that choose channels one by one (the ChannelMask agents, RL-Pruner).
+        latency_model: with ``constraint="latency"``, what prices the budget: a
+            :class:`~prune_gym.LatencyModel` of the task's network or the JSON it was saved
+            to (``prune-gym latency-model``); copied into ``run_dir``. Not for RL-Pruner.
         on_progress: called with (evaluations so far, best feasible accuracy or None) as the
             curve grows.
     """
@@ -429,11 +461,14 @@ def run_method(name: str, task, *, budget: float, constraint: str = "macs",
         raise InvalidArgumentError(f"timesteps is for RL agents; {name!r} spends evaluations: "
                                    "give evaluations=K")
     net = make_network(task)
+    latency_model = _latency_model(net, name, constraint, latency_model)
     limit = budget_limit(net, budget, constraint)  # checks the budget before any work
     path = Path(run_dir) if run_dir is not None else None
     settings = _settings(name, task.name, budget, constraint, evaluations, timesteps, seed,
-                         val_samples, round_to)
+                         val_samples, round_to, latency_model)
     _check_run_dir(path, settings, resume)
+    if path is not None and latency_model is not None:
+        latency_model.save(path / LATENCY_MODEL)
     # an RL agent resumes from its checkpoint and its curve goes on; a search is seeded and
     # cheap next to training, so it starts again (its curve too)
     curve = _Curve(path, on_progress, resume and method.kind == "rl")
@@ -442,7 +477,7 @@ def run_method(name: str, task, *, budget: float, constraint: str = "macs",
     if method.kind == "rl":
         keep, scored, fraction = _run_rl(method, task, budget, constraint, evaluations,
                                          timesteps, seed, path, resume, val_samples, round_to,
-                                         curve)
+                                         latency_model, curve)
         spent = curve.points[-1][0] if curve.points else 0
     elif method.kind == "search":
         keep, scored, fraction = _run_search(method, net, evaluator, budget, constraint,

@@ -102,6 +102,8 @@ def states_for(net, task_name: str, budgets, methods, rows) -> list[dict]:
                   "groups; skipped")
             continue
         rounded = ", counts x8" if round_to_8(net, counts) == counts else ""
+        if row["constraint"] != "macs":
+            rounded += f", {row['constraint']} budget"
         states.append(dict(method=f"{row['method']} (results line {line}{rounded})",
                            budget=row["budget"], keep=row["keep"],
                            importance=row["importance"], kind="results"))
@@ -132,6 +134,17 @@ def bench_task(name: str, args, rows, threads_list, formats) -> tuple[list, list
         net = PrunableNetwork(task.model, task.example_inputs, calibration=(x[:64], y[:64]))
     original = net.original_copy().eval()
     example = task.example_inputs
+    predict = None
+    if args.latency_model is not None:
+        try:
+            net.set_latency_model(args.latency_model)
+        except PruneGymError as exc:  # fitted on another task's network
+            print(f"  {name}: latency model not used ({str(exc).splitlines()[0][:100]})")
+        else:
+            full = net.metric([g.size for g in net.groups], "latency")
+
+            def predict(keep, importance):
+                return net.metric(keep, "latency", importance) / full
     with tempfile.TemporaryDirectory() as tmp:
         sizes = [dict(task=name, method="original", **sizes_of(original, example, Path(tmp),
                                                                 formats))]
@@ -149,6 +162,11 @@ def bench_task(name: str, args, rows, threads_list, formats) -> tuple[list, list
                 row = dict(task=name, method=state["method"], kind=state["kind"],
                            budget=state["budget"], keep=state["keep"], threads=cmp["threads"],
                            macs_reduction=1 - macs, params_reduction=1 - params)
+                if predict is not None:
+                    row["predicted"] = {"batch": net.latency_model.batch_size,
+                                        "threads": net.latency_model.threads,
+                                        "latency_kept": predict(state["keep"],
+                                                                state["importance"])}
                 for size, r in cmp["batches"].items():
                     row[f"b{size}"] = dict(
                         original_ms=r["original"]["median_s"] * 1e3,
@@ -208,7 +226,8 @@ def markdown(doc: dict) -> str:
         f"CPU latency of the exported (eager) model against the original, eval mode, "
         f"`torch.inference_mode`, batch 1 and 64 (the first validation image repeated), "
         f"{doc['settings']['repeats']} samples each lasting >= {doc['settings']['min_time']} s, "
-        "original and pruned interleaved ABBA; figures are medians of the per-round ratios "
+        "original and pruned interleaved ABBA, each sample after one untimed call (steady "
+        "state); figures are medians of the per-round ratios "
         "with their interquartile range in brackets. "
         f"{doc['note']}.", "",
         f"Goal: latency reduction >= {GOAL} x MACs reduction on ResNet-56 "
@@ -252,6 +271,26 @@ def markdown(doc: dict) -> str:
             lines.append(f"| {s['stage_width']} | {s['side']}x{s['side']} | {s['width']} | "
                          f"{'yes' if s['multiple_of_8'] else ''} | {s['macs_ratio']:.3f} | "
                          f"{s['time_ratio']:.3f} | {goal} |")
+    predicted = [r for r in doc["rows"] if "predicted" in r
+                 and r["threads"] == r["predicted"]["threads"]]
+    if predicted:
+        p = predicted[0]["predicted"]
+        fit = doc["latency_model_fit"]
+        lines += ["", f"## Latency model (`{doc['settings']['latency_model']}`): predicted "
+                  f"against measured latency kept, batch {p['batch']}, {p['threads']} "
+                  "thread(s)", "",
+                  f"The model was fitted on {fit['states']} keep states ({fit['rounds']} "
+                  f"timed rounds) on {fit['machine']}, torch {fit['torch']}: R^2 "
+                  f"{fit['r2']:.3f}, leave-one-out error mean {fit['loo_mean_abs_error']:.3f}"
+                  f" and max {fit['loo_max_abs_error']:.3f} (fractions of the original's "
+                  "latency). Below, its prediction for each state measured above.", "",
+                  "| task | state | MACs kept | predicted | measured | error |",
+                  "|---|---|---|---|---|---|"]
+        for r in predicted:
+            kept = 1 - r[f"b{r['predicted']['batch']}"]["reduction"]
+            guess = r["predicted"]["latency_kept"]
+            lines.append(f"| {r['task']} | {r['method']} | {1 - r['macs_reduction']:.3f} | "
+                         f"{guess:.3f} | {kept:.3f} | {guess - kept:+.3f} |")
     if doc["skipped"]:
         lines += ["", "Skipped: " + "; ".join(doc["skipped"])]
     if doc["summary"]:
@@ -298,6 +337,14 @@ def summarise(doc: dict) -> list[str]:
                            "measurements the original ran slower than with 1 thread: the "
                            "cores were not free, so these rows say little about multi-core "
                            "latency.")
+    predicted = [r for r in doc["rows"] if "predicted" in r
+                 and r["threads"] == r["predicted"]["threads"]]
+    if predicted:
+        errors = [abs(r["predicted"]["latency_kept"]
+                      - (1 - r[f"b{r['predicted']['batch']}"]["reduction"])) for r in predicted]
+        out.append(f"Latency model: predicted latency kept within {statistics.mean(errors):.3f} "
+                   f"of the measured on average (largest error {max(errors):.3f}) over "
+                   f"{len(errors)} states.")
     return out
 
 
@@ -319,6 +366,9 @@ def main() -> None:
     parser.add_argument("--min-time", type=float, default=0.05)
     parser.add_argument("--no-sweep", action="store_true", help="skip the conv width sweep")
     parser.add_argument("--sweep-batch", type=int, default=64)
+    parser.add_argument("--latency-model", default=None, metavar="FILE",
+                        help="a latency model (prune-gym latency-model) of one task's network: "
+                        "its prediction is reported beside each measured state of that task")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--name", default="latency",
                         help="file stem of the report in --out (default latency: "
@@ -354,7 +404,11 @@ def main() -> None:
            "environment": env,
            "settings": {"threads": args.threads, "batch_sizes": args.batch_sizes,
                         "repeats": args.repeats, "min_time": args.min_time, "goal": GOAL,
-                        "formats": list(FORMATS), "sweep_batch": args.sweep_batch},
+                        "formats": list(FORMATS), "sweep_batch": args.sweep_batch,
+                        "latency_model": args.latency_model},
+           "latency_model_fit": None if args.latency_model is None else {
+               k: v for k, v in json.loads(Path(args.latency_model).read_text())["fit"].items()
+               if k not in ("keeps", "measured")},
            "missing_formats": "; ".join(missing.values()), "rows": [], "sizes": [],
            "sweep": [], "skipped": []}
     for name in args.tasks:

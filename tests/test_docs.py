@@ -109,6 +109,12 @@ def check_prune_your_cnn(ns: dict, tmp_path: Path) -> None:
     assert _params(ns["rl_model"]) < _params(model)
     assert len(ns["taylor"].scores(0)) == 32
     assert [g.name for g in ns["frozen"].groups] == ["stem.0", "head.0"]
+    assert (tmp_path / "my_cnn_latency.json").is_file()  # the latency budget section
+    net.set_latency_model(ns["latency"])
+    full = net.metric([g.size for g in net.groups], "latency")
+    assert ns["fast_info"]["latency_ratio"] == pytest.approx(
+        net.metric(ns["fast_env"].unwrapped.keep, "latency") / full)
+    assert net.metric(ns["fast_keep"], "latency") <= 0.8 * full
 
 
 def check_benchmark_your_rl(ns: dict, tmp_path: Path) -> None:

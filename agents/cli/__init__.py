@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from agents.cli import benchmark, demo, export, finetune, listing, search, validate
+from agents.cli import benchmark, demo, export, finetune, latency, listing, search, validate
 from prune_gym.errors import PruneGymError
 
 __all__ = ["EXIT_FAILED_CHECK", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "build_parser",
@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="prune-gym", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (listing, search, finetune, export, validate, benchmark, demo):
+    for module in (listing, search, finetune, export, latency, validate, benchmark, demo):
         module.add_commands(sub)
     return parser
 

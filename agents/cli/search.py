@@ -42,8 +42,9 @@ def add_commands(sub) -> None:
     p.add_argument("--budget", type=float, default=None, metavar="B",
                    help="fraction of the unpruned MACs (or params) to keep, in (0, 1] "
                    "(default: the task's)")
-    p.add_argument("--constraint", default="macs", choices=("macs", "params"),
-                   help="what the budget limits (default macs)")
+    p.add_argument("--constraint", default="macs", choices=("macs", "params", "latency"),
+                   help="what the budget limits (default macs; latency needs --latency-model)")
+    add_latency_option(p)
     p.add_argument("--evaluations", type=positive_int, default=None, metavar="K",
                    help="validation evaluations the search may spend (default "
                    f"{DEFAULT_EVALUATIONS} for searches and agents without --timesteps)")
@@ -69,7 +70,8 @@ def add_commands(sub) -> None:
     add_task_option(p)
     p.add_argument("--budget", type=float, default=None,
                    help="fraction of the unpruned metric to keep (default: the task's)")
-    p.add_argument("--constraint", default="macs", choices=("macs", "params"))
+    p.add_argument("--constraint", default="macs", choices=("macs", "params", "latency"))
+    add_latency_option(p)
     p.add_argument("--evaluations", "--trials", type=positive_int, default=20,
                    help="random-search candidates (default 20)")
     p.add_argument("--val-samples", type=positive_int, default=None)
@@ -99,6 +101,12 @@ def check_agent_env(agent: str, env: str | None):
     return method
 
 
+def add_latency_option(p) -> None:
+    p.add_argument("--latency-model", default=None, metavar="FILE",
+                   help="with --constraint latency: the task network's latency model on this "
+                   "machine ('prune-gym latency-model --task T --out FILE' makes one)")
+
+
 def _budget(value: float | None, task) -> float:
     from prune_gym.cost import check_budget
 
@@ -110,7 +118,8 @@ def _resume_command(args: argparse.Namespace, out: Path) -> str:
              "--budget", f"{args.budget:g}", "--constraint", args.constraint,
              "--seed", str(args.seed), "--out", str(out)]
     for flag, value in (("--evaluations", args.evaluations), ("--timesteps", args.timesteps),
-                        ("--val-samples", args.val_samples), ("--round-to", args.round_to)):
+                        ("--val-samples", args.val_samples), ("--round-to", args.round_to),
+                        ("--latency-model", args.latency_model)):
         if value is not None:
             words += [flag, str(value)]
     return shlex.join([*words, "--resume"])
@@ -143,7 +152,7 @@ def run_search(args: argparse.Namespace) -> int:
                             evaluations=args.evaluations, timesteps=args.timesteps,
                             seed=args.seed, run_dir=out, resume=args.resume,
                             val_samples=args.val_samples, round_to=args.round_to,
-                            on_progress=on_progress)
+                            latency_model=args.latency_model, on_progress=on_progress)
     curve_plot(result.history, out / "curve.png",
                f"{args.agent} on {task.name}, budget {args.budget:g} of {args.constraint}")
     state = "feasible" if result.feasible else "NOT feasible (no state met the budget)"
@@ -177,7 +186,7 @@ def run_baselines(args: argparse.Namespace) -> int:
             result = run_method(name, task, budget=budget, constraint=args.constraint,
                                 evaluations=args.evaluations if name == "random-search"
                                 else None, seed=args.seed, val_samples=args.val_samples,
-                                round_to=args.round_to,
+                                round_to=args.round_to, latency_model=args.latency_model,
                                 on_progress=lambda e, best, bar=bar: bar.update(e))
         row = as_row(result.row())
         row["test_accuracy"] = test.evaluate(rebuild(row, task).model).accuracy

@@ -140,6 +140,13 @@ class RLPruner:
             raise InvalidArgumentError("budget is required: the fraction of the original MACs "
                                        "(or params) to keep, e.g. budget=0.5")
         self.constraint = check_choice(constraint, CONSTRAINTS, "constraint")
+        if self.constraint == "latency":
+            # each step re-analyses the pruned network, whose groups a latency model fitted
+            # on the original no longer describes
+            raise InvalidArgumentError(
+                "constraint='latency' is not for RL-Pruner: it re-analyses the network at "
+                "every step, and the latency model describes the original's groups; use "
+                "constraint='macs' or 'params', or an environment agent")
         self.limit = budget_limit(net, budget, self.constraint)
         self.budget = float(budget)
         self.net, self.evaluator = net, evaluator
