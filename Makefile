@@ -32,7 +32,8 @@ $(EXTRAS_VENV)/.installed: pyproject.toml
 	touch $@
 
 test-extras: $(EXTRAS_VENV)/.installed  ## the tests of the optional extras, in their own venv
-	$(EXTRAS_VENV)/bin/python -m pytest -q tests/test_ray.py tests/test_export.py
+	$(EXTRAS_VENV)/bin/python -m pytest -q tests/test_ray.py tests/test_export.py \
+		tests/test_latency_model.py
 
 docs: venv  ## the docs site, offline, warnings as errors, into docs/_build/html
 	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html

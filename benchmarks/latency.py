@@ -55,7 +55,8 @@ from prune_gym import PrunableNetwork  # noqa: E402
 from prune_gym.errors import PruneGymError  # noqa: E402
 from prune_gym.export import FORMATS, SUFFIXES, file_size, load_model, save_model  # noqa: E402
 from prune_gym.keep import round_counts  # noqa: E402
-from prune_gym.latency import compare_latency  # noqa: E402
+from prune_gym.latency import RUNTIMES, as_runtime, compare_latency  # noqa: E402
+from prune_gym.latency import _threads as torch_threads  # noqa: E402
 from prune_gym.network import PruningWarning  # noqa: E402
 from prune_gym.tasks import make_task  # noqa: E402
 
@@ -141,6 +142,9 @@ def bench_task(name: str, args, rows, threads_list, formats) -> tuple[list, list
         except PruneGymError as exc:  # fitted on another task's network
             print(f"  {name}: latency model not used ({str(exc).splitlines()[0][:100]})")
         else:
+            if net.latency_model.runtime != args.runtime:
+                raise SystemExit(f"--latency-model was fitted with runtime "
+                                 f"{net.latency_model.runtime!r}, not --runtime {args.runtime}")
             full = net.metric([g.size for g in net.groups], "latency")
 
             def predict(keep, importance):
@@ -148,7 +152,7 @@ def bench_task(name: str, args, rows, threads_list, formats) -> tuple[list, list
     with tempfile.TemporaryDirectory() as tmp:
         sizes = [dict(task=name, method="original", **sizes_of(original, example, Path(tmp),
                                                                 formats))]
-        results = []
+        results, originals = [], {}
         for state in states_for(net, name, args.budgets, args.methods, rows):
             pruned = net.export(state["keep"], state["importance"]).eval()
             macs = net.macs(state["keep"], state["importance"]) / net.base_macs
@@ -157,8 +161,14 @@ def bench_task(name: str, args, rows, threads_list, formats) -> tuple[list, list
                 sizes.append(dict(task=name, method=state["method"], budget=state["budget"],
                                   **sizes_of(pruned, example, Path(tmp), formats)))
             for threads in threads_list:
-                cmp = compare_latency(original, pruned, example, args.batch_sizes, threads,
-                                      warmup=3, repeats=args.repeats, min_time=args.min_time)
+                # an onnxruntime session takes torch's thread count when it is loaded
+                with torch_threads(threads):
+                    if threads not in originals:
+                        originals[threads] = as_runtime(original, example, args.runtime, tmp)
+                    timed = as_runtime(pruned, example, args.runtime, tmp)
+                cmp = compare_latency(originals[threads], timed, example, args.batch_sizes,
+                                      threads, warmup=3, repeats=args.repeats,
+                                      min_time=args.min_time)
                 row = dict(task=name, method=state["method"], kind=state["kind"],
                            budget=state["budget"], keep=state["keep"], threads=cmp["threads"],
                            macs_reduction=1 - macs, params_reduction=1 - params)
@@ -223,7 +233,8 @@ def markdown(doc: dict) -> str:
         "# Latency of exported pruned models"
         + ("" if doc.get("name", "latency") == "latency" else f" ({doc['name']})"), "",
         f"Machine: {doc['machine']}. Produced by `{doc['command']}` in {doc['wall_s']:.0f} s. "
-        f"CPU latency of the exported (eager) model against the original, eval mode, "
+        f"CPU latency of the exported model run as {doc['settings'].get('runtime', 'eager')} "
+        "against the original run alike, eval mode, "
         f"`torch.inference_mode`, batch 1 and 64 (the first validation image repeated), "
         f"{doc['settings']['repeats']} samples each lasting >= {doc['settings']['min_time']} s, "
         "original and pruned interleaved ABBA, each sample after one untimed call (steady "
@@ -366,6 +377,9 @@ def main() -> None:
     parser.add_argument("--min-time", type=float, default=0.05)
     parser.add_argument("--no-sweep", action="store_true", help="skip the conv width sweep")
     parser.add_argument("--sweep-batch", type=int, default=64)
+    parser.add_argument("--runtime", default="eager", choices=RUNTIMES,
+                        help="how the exported models run: eager PyTorch (default), their "
+                        "TorchScript file, or their ONNX file in onnxruntime")
     parser.add_argument("--latency-model", default=None, metavar="FILE",
                         help="a latency model (prune-gym latency-model) of one task's network: "
                         "its prediction is reported beside each measured state of that task")
@@ -405,7 +419,7 @@ def main() -> None:
            "settings": {"threads": args.threads, "batch_sizes": args.batch_sizes,
                         "repeats": args.repeats, "min_time": args.min_time, "goal": GOAL,
                         "formats": list(FORMATS), "sweep_batch": args.sweep_batch,
-                        "latency_model": args.latency_model},
+                        "latency_model": args.latency_model, "runtime": args.runtime},
            "latency_model_fit": None if args.latency_model is None else {
                k: v for k, v in json.loads(Path(args.latency_model).read_text())["fit"].items()
                if k not in ("keeps", "measured")},

@@ -24,15 +24,20 @@ import math
 import statistics
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from prune_gym.arguments import check_int, check_number
+from prune_gym.arguments import check_choice, check_int, check_number
 from prune_gym.errors import InvalidArgumentError
-from prune_gym.export import as_inputs
+from prune_gym.export import SUFFIXES, as_inputs, load_model, save_model
 
-__all__ = ["compare_latency", "measure_latency"]
+__all__ = ["RUNTIMES", "as_runtime", "compare_latency", "measure_latency"]
+
+# how an exported model is run: as the nn.Module itself, as its TorchScript file, or as its
+# ONNX file in onnxruntime (what a deployment without Python's torch typically runs)
+RUNTIMES = ("eager", "torchscript", "onnx")
 
 DEFAULT_BATCH_SIZES = (1, 64)
 
@@ -63,6 +68,18 @@ def _threads(n: int | None) -> Iterator[int]:
         yield torch.get_num_threads()
     finally:
         torch.set_num_threads(before)
+
+
+def as_runtime(model: nn.Module, example_inputs, runtime: str, folder) -> nn.Module:
+    """``model`` as ``runtime`` runs it: itself (``"eager"``), or written to ``folder`` with
+    :func:`~prune_gym.export.save_model` and loaded back (``"torchscript"``, ``"onnx"``: an
+    onnxruntime session with torch's current thread count)."""
+    runtime = check_choice(runtime, RUNTIMES, "runtime")
+    if runtime == "eager":
+        return model
+    folder = Path(folder)
+    path = folder / f"model{len(list(folder.iterdir()))}{SUFFIXES[runtime]}"
+    return load_model(save_model(model, path, runtime, example_inputs))
 
 
 def _batch(inputs: tuple, size: int) -> tuple:

@@ -36,6 +36,7 @@ import json
 import platform
 import random
 import statistics
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -43,10 +44,10 @@ import numpy as np
 import torch
 from scipy.optimize import nnls
 
-from prune_gym.arguments import check_int, check_number
+from prune_gym.arguments import check_choice, check_int, check_number
 from prune_gym.errors import InvalidArgumentError
 from prune_gym.keep import round_counts
-from prune_gym.latency import _batch, _evaluating, _threads, _Timer
+from prune_gym.latency import RUNTIMES, _batch, _evaluating, _threads, _Timer, as_runtime
 
 __all__ = ["LatencyModel", "fit_latency_model", "load_latency_model", "simd_lanes"]
 
@@ -94,6 +95,7 @@ class LatencyModel:
     group_sizes: tuple[int, ...]  # every channel group of the network, prunable or not
     batch_size: int
     threads: int
+    runtime: str = "eager"  # prune_gym.latency.RUNTIMES: how the exported model was run
     fit: dict = field(default_factory=dict)  # states, r2, errors, machine, torch
 
     def features(self, cost, dims) -> np.ndarray:
@@ -181,10 +183,13 @@ def _sample_states(net, states: int, multiple: int, seed: int) -> list[list[int]
     return out
 
 
-def _time_states(net, keeps, batch_size, min_time, rounds, seed, progress) -> np.ndarray:
-    """Median seconds per forward of each exported keep state, every round visiting all
-    of them in a new order (so that a slow spell of a shared machine hits them alike)."""
-    models = [net.original_copy()] + [net.export(k) for k in keeps[1:]]
+def _time_states(net, keeps, batch_size, min_time, rounds, seed, runtime, folder,
+                 progress) -> np.ndarray:
+    """Median seconds per forward of each exported keep state in ``runtime``, every round
+    visiting all of them in a new order (so that a slow spell of a shared machine hits them
+    alike)."""
+    models = [as_runtime(m, net.example_inputs, runtime, folder) for m in
+              [net.original_copy()] + [net.export(k) for k in keeps[1:]]]
     inputs = _batch(net.example_inputs, batch_size)
     timers = []
     for m in models:
@@ -220,8 +225,9 @@ def _nnls_fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, dict]:
 
 
 def fit_latency_model(net, batch_size: int = 64, threads: int | None = 1, states: int = 32,
-                      rounds: int = 5, min_time: float = 0.05, multiple: int | None = None,
-                      seed: int = 0, progress: bool = False) -> LatencyModel:
+                      rounds: int = 5, min_time: float = 0.05, runtime: str = "eager",
+                      multiple: int | None = None, seed: int = 0,
+                      progress: bool = False) -> LatencyModel:
     """Time exported keep states of ``net`` on this machine and fit a :class:`LatencyModel`.
 
     Args:
@@ -232,6 +238,9 @@ def fit_latency_model(net, batch_size: int = 64, threads: int | None = 1, states
             them); at least 6.
         rounds: timed samples per state; the median is used.
         min_time: seconds one sample lasts at least.
+        runtime: how the exported models run (:data:`prune_gym.latency.RUNTIMES`):
+            ``"eager"`` (the ``nn.Module``), ``"torchscript"`` or ``"onnx"`` (onnxruntime;
+            needs ``pip install onnx onnxscript onnxruntime``). Model the one you deploy.
         multiple: SIMD lanes to pad channel dims to (default: :func:`simd_lanes`).
         seed: the random states drawn and the order they are timed in.
         progress: print each round.
@@ -248,9 +257,11 @@ def fit_latency_model(net, batch_size: int = 64, threads: int | None = 1, states
     multiple = check_int(multiple, "multiple", minimum=1, optional=True,
                          meaning="SIMD lanes") or simd_lanes()
     seed = check_int(seed, "seed")
+    runtime = check_choice(runtime, RUNTIMES, "runtime")
     keeps = _sample_states(net, states, multiple, seed)
-    with _threads(threads) as used:
-        seconds = _time_states(net, keeps, batch_size, min_time, rounds, seed, progress)
+    with _threads(threads) as used, tempfile.TemporaryDirectory() as folder:
+        seconds = _time_states(net, keeps, batch_size, min_time, rounds, seed, runtime,
+                               folder, progress)
     raw = np.array([_features(net.cost, net.kept_dims(k), multiple) for k in keeps])
     x = np.c_[raw / np.maximum(raw[0], 1), np.ones(len(keeps))]
     y = seconds / seconds[0]
@@ -262,4 +273,5 @@ def fit_latency_model(net, batch_size: int = 64, threads: int | None = 1, states
         "torch": torch.__version__})
     return LatencyModel(tuple(float(v) for v in coef), float(seconds[0]),
                         tuple(float(v) for v in raw[0]), multiple,
-                        tuple(g.size for g in net.all_groups), batch_size, used, fit)
+                        tuple(g.size for g in net.all_groups), batch_size, used, runtime,
+                        fit)

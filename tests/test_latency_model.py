@@ -210,3 +210,18 @@ def test_cli_latency_model_search_and_validate(tmp_path, capsys) -> None:
                  "--out", str(tmp_path / "x")]) == 2
     assert "needs latency_model" in capsys.readouterr().err
     assert main(["latency-model", "--out", str(tmp_path / "no" / "m.json")]) == 2
+
+
+@pytest.mark.parametrize("runtime", ["torchscript", "onnx"])
+def test_a_model_of_the_deployed_runtime(net, runtime) -> None:
+    """Fitted on the saved files as they are loaded back: TorchScript, or ONNX Runtime
+    (the onnx extra; run by make test-extras)."""
+    if runtime == "onnx":
+        for package in ("onnx", "onnxscript", "onnxruntime"):
+            pytest.importorskip(package)
+    model = fit_latency_model(net, batch_size=16, states=6, rounds=1, min_time=0.002,
+                              runtime=runtime)
+    assert model.runtime == runtime and load_latency_model(model.to_dict()).runtime == runtime
+    assert len(model.fit["measured"]) == 6 and min(model.coefficients) >= 0
+    with pytest.raises(InvalidArgumentError, match="runtime"):
+        fit_latency_model(net, runtime="tensorrt")

@@ -28,6 +28,9 @@ def add_commands(sub) -> None:
                    help="keep states timed (default 32, at least 6)")
     p.add_argument("--rounds", type=positive_int, default=5,
                    help="timed samples per state (default 5)")
+    p.add_argument("--runtime", default="eager", choices=("eager", "torchscript", "onnx"),
+                   help="how the exported model runs: eager PyTorch (default), TorchScript, "
+                   "or ONNX Runtime (needs the onnx extra); model the one you deploy")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(fn=run_latency_model)
 
@@ -46,13 +49,13 @@ def run_latency_model(args: argparse.Namespace) -> int:
     net = make_network(task)
     start = time.perf_counter()
     model = fit_latency_model(net, batch_size=args.batch_size, threads=args.threads,
-                              states=args.states, rounds=args.rounds, seed=args.seed,
-                              progress=True)
+                              states=args.states, rounds=args.rounds, runtime=args.runtime,
+                              seed=args.seed, progress=True)
     model.save(out)
     fit = model.fit
-    print(f"{task.name}: {model.base_s * 1e3:.1f} ms per forward at batch {model.batch_size} "
-          f"with {model.threads} thread(s); fitted on {fit['states']} keep states in "
-          f"{time.perf_counter() - start:.0f} s")
+    print(f"{task.name}: {model.base_s * 1e3:.1f} ms per forward ({model.runtime}) at batch "
+          f"{model.batch_size} with {model.threads} thread(s); fitted on {fit['states']} keep "
+          f"states in {time.perf_counter() - start:.0f} s")
     print(f"fit: R^2 {fit['r2']:.3f}; leave-one-out error, as a fraction of the full "
           f"network's latency: mean {fit['loo_mean_abs_error']:.3f}, max "
           f"{fit['loo_max_abs_error']:.3f}")
