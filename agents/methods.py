@@ -462,6 +462,8 @@ def run_method(name: str, task, *, budget: float, constraint: str = "macs",
                                    "give evaluations=K")
     net = make_network(task)
     latency_model = _latency_model(net, name, constraint, latency_model)
+    if latency_model is not None:
+        latency_model.check_round_to(round_to)
     limit = budget_limit(net, budget, constraint)  # checks the budget before any work
     path = Path(run_dir) if run_dir is not None else None
     settings = _settings(name, task.name, budget, constraint, evaluations, timesteps, seed,

@@ -147,7 +147,15 @@ def bench_task(name: str, args, rows, threads_list, formats) -> tuple[list, list
                                  f"{net.latency_model.runtime!r}, not --runtime {args.runtime}")
             full = net.metric([g.size for g in net.groups], "latency")
 
+            multiple = net.latency_model.round_to
+
             def predict(keep, importance):
+                """The predicted fraction, for states the model prices (a model of rounded
+                states says nothing of the others)."""
+                counts = [len(k) if isinstance(k, list) else k for k in keep]
+                if multiple and round_counts(counts, [g.size for g in net.groups],
+                                             multiple).tolist() != counts:
+                    return None
                 return net.metric(keep, "latency", importance) / full
     with tempfile.TemporaryDirectory() as tmp:
         sizes = [dict(task=name, method="original", **sizes_of(original, example, Path(tmp),
@@ -172,11 +180,12 @@ def bench_task(name: str, args, rows, threads_list, formats) -> tuple[list, list
                 row = dict(task=name, method=state["method"], kind=state["kind"],
                            budget=state["budget"], keep=state["keep"], threads=cmp["threads"],
                            macs_reduction=1 - macs, params_reduction=1 - params)
-                if predict is not None:
+                guess = None if predict is None else predict(state["keep"],
+                                                             state["importance"])
+                if guess is not None:
                     row["predicted"] = {"batch": net.latency_model.batch_size,
                                         "threads": net.latency_model.threads,
-                                        "latency_kept": predict(state["keep"],
-                                                                state["importance"])}
+                                        "latency_kept": guess}
                 for size, r in cmp["batches"].items():
                     row[f"b{size}"] = dict(
                         original_ms=r["original"]["median_s"] * 1e3,

@@ -96,6 +96,7 @@ class LatencyModel:
     batch_size: int
     threads: int
     runtime: str = "eager"  # prune_gym.latency.RUNTIMES: how the exported model was run
+    round_to: int | None = None  # fitted on counts rounded to this: searches must round alike
     fit: dict = field(default_factory=dict)  # states, r2, errors, machine, torch
 
     def features(self, cost, dims) -> np.ndarray:
@@ -121,6 +122,14 @@ class LatencyModel:
                 f"{argument} was fitted on a network with channel groups "
                 f"{_short(self.group_sizes)}, not this one ({_short(sizes)}); fit one on this "
                 "network with prune_gym.fit_latency_model(net)")
+
+    def check_round_to(self, round_to: int | None) -> None:
+        """Refuse a search that would visit states the model was not fitted on."""
+        if self.round_to is not None and round_to != self.round_to:
+            raise InvalidArgumentError(
+                f"latency_model was fitted on counts rounded to multiples of {self.round_to}, "
+                f"so it prices only such states; search with round_to={self.round_to} (got "
+                f"round_to={round_to}), or fit a model without round_to")
 
     def to_dict(self) -> dict:
         return {"format": FORMAT, **asdict(self)}
@@ -165,22 +174,32 @@ def load_latency_model(source) -> LatencyModel:
 
 
 # -- measuring -----------------------------------------------------------------------------
-def _sample_states(net, states: int, multiple: int, seed: int) -> list[list[int]]:
-    """Keep counts spread over the space a search visits: the full network, one channel
-    per group, uniform widths, and random per-group fractions at random scales, half of
-    them rounded to whole vectors (both kinds occur in searches)."""
+def _sample_states(net, states: int, multiple: int, round_to: int | None,
+                   seed: int) -> list[list[int]]:
+    """Keep counts spread over the space a search visits: the full network, its floor,
+    uniform widths, and random per-group fractions at random scales. With ``round_to``
+    every state is rounded as such a search rounds it; without, half of the random ones are
+    rounded to whole vectors (both kinds occur in searches)."""
     rng = np.random.default_rng(seed)
     sizes = np.array([g.size for g in net.groups])
-    out = [sizes.tolist(), [1] * len(sizes)]
+
+    def rounded(counts, always: bool):
+        multiple_ = round_to or (multiple if always else None)
+        return round_counts(counts, sizes, multiple_).tolist()
+
+    out = [sizes.tolist(), rounded(np.ones(len(sizes), dtype=np.int64), False)]
     for f in np.linspace(0.15, 0.85, max(2, states // 5)):
-        out.append(np.maximum(1, np.round(sizes * f)).astype(int).tolist())
-    while len(out) < states:
+        out.append(rounded(np.maximum(1, np.round(sizes * f)).astype(np.int64), False))
+    out = list(dict.fromkeys(map(tuple, out)))  # distinct states only: each is timed once
+    for _ in range(50 * states):  # a small network may have fewer distinct rounded states
+        if len(out) >= states:
+            break
         fractions = rng.uniform(0.05, 1.0, len(sizes)) * rng.uniform(0.4, 1.0)
-        counts = np.clip(np.round(sizes * fractions), 1, sizes).astype(np.int64)
-        if len(out) % 2:
-            counts = round_counts(counts, sizes, multiple)
-        out.append(counts.tolist())
-    return out
+        counts = tuple(rounded(np.clip(np.round(sizes * fractions), 1, sizes).astype(np.int64),
+                               len(out) % 2 == 1))
+        if counts not in out:
+            out.append(counts)
+    return [list(k) for k in out]
 
 
 def _time_states(net, keeps, batch_size, min_time, rounds, seed, runtime, folder,
@@ -226,8 +245,8 @@ def _nnls_fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, dict]:
 
 def fit_latency_model(net, batch_size: int = 64, threads: int | None = 1, states: int = 32,
                       rounds: int = 5, min_time: float = 0.05, runtime: str = "eager",
-                      multiple: int | None = None, seed: int = 0,
-                      progress: bool = False) -> LatencyModel:
+                      round_to: int | None = None, multiple: int | None = None,
+                      seed: int = 0, progress: bool = False) -> LatencyModel:
     """Time exported keep states of ``net`` on this machine and fit a :class:`LatencyModel`.
 
     Args:
@@ -241,6 +260,10 @@ def fit_latency_model(net, batch_size: int = 64, threads: int | None = 1, states
         runtime: how the exported models run (:data:`prune_gym.latency.RUNTIMES`):
             ``"eager"`` (the ``nn.Module``), ``"torchscript"`` or ``"onnx"`` (onnxruntime;
             needs ``pip install onnx onnxscript onnxruntime``). Model the one you deploy.
+        round_to: fit on keep states whose counts are rounded to this multiple, as a search
+            with the same ``round_to`` visits (environments and ``run_method`` then require
+            it). For runtimes whose kernels leave the fast path at other widths (ONNX
+            Runtime's), a model of rounded states is the one that fits.
         multiple: SIMD lanes to pad channel dims to (default: :func:`simd_lanes`).
         seed: the random states drawn and the order they are timed in.
         progress: print each round.
@@ -258,7 +281,12 @@ def fit_latency_model(net, batch_size: int = 64, threads: int | None = 1, states
                          meaning="SIMD lanes") or simd_lanes()
     seed = check_int(seed, "seed")
     runtime = check_choice(runtime, RUNTIMES, "runtime")
-    keeps = _sample_states(net, states, multiple, seed)
+    round_to = check_int(round_to, "round_to", minimum=1, optional=True,
+                         meaning="the multiple every kept count is rounded to")
+    keeps = _sample_states(net, states, multiple, round_to, seed)
+    if len(keeps) < 6:
+        raise InvalidArgumentError(f"round_to={round_to} leaves fewer than 6 distinct keep "
+                                   "states of this network to fit on; use a smaller round_to")
     with _threads(threads) as used, tempfile.TemporaryDirectory() as folder:
         seconds = _time_states(net, keeps, batch_size, min_time, rounds, seed, runtime,
                                folder, progress)
@@ -274,4 +302,4 @@ def fit_latency_model(net, batch_size: int = 64, threads: int | None = 1, states
     return LatencyModel(tuple(float(v) for v in coef), float(seconds[0]),
                         tuple(float(v) for v in raw[0]), multiple,
                         tuple(g.size for g in net.all_groups), batch_size, used, runtime,
-                        fit)
+                        round_to, fit)

@@ -9,11 +9,12 @@ import pickle
 
 import numpy as np
 import pytest
+import torch
 from torch import nn
 
 from agents.baselines import global_magnitude, uniform
 from agents.methods import make_network, run_method
-from prune_gym import LatencyModel, fit_latency_model, load_latency_model
+from prune_gym import LatencyModel, PrunableNetwork, fit_latency_model, load_latency_model
 from prune_gym.errors import InvalidArgumentError
 from prune_gym.latency_model import _pad
 
@@ -225,3 +226,28 @@ def test_a_model_of_the_deployed_runtime(net, runtime) -> None:
     assert len(model.fit["measured"]) == 6 and min(model.coefficients) >= 0
     with pytest.raises(InvalidArgumentError, match="runtime"):
         fit_latency_model(net, runtime="tensorrt")
+
+
+def test_a_model_of_rounded_states_asks_for_rounded_searches(net, make) -> None:
+    model = fit_latency_model(net, batch_size=16, states=6, rounds=1, min_time=0.002,
+                              round_to=8)
+    sizes = [g.size for g in net.groups]
+    assert model.round_to == 8
+    assert all(k % 8 == 0 or k == s or s < 8 for keep in model.fit["keeps"]
+               for k, s in zip(keep, sizes))
+    env = make("DNNGraph-v0", budget=ENV_BUDGET, constraint="latency", latency_model=model,
+               round_to=8)
+    env.close()
+    with pytest.raises(InvalidArgumentError, match="search with round_to=8"):
+        make("DNNGraph-v0", budget=ENV_BUDGET, constraint="latency", latency_model=model)
+    with pytest.raises(InvalidArgumentError, match="search with round_to=8"):
+        run_method("uniform", "digits-cnn-v0", budget=ENV_BUDGET, constraint="latency",
+                   latency_model=model, round_to=4)
+    # the distinct rounded states of a small network are few: each is timed once
+    few = fit_latency_model(net, batch_size=4, states=40, rounds=1, min_time=0.0, round_to=16)
+    assert few.fit["states"] == len({tuple(k) for k in few.fit["keeps"]}) <= 1 * 2 * 4 + 1
+    one_group = PrunableNetwork(nn.Sequential(nn.Conv2d(1, 16, 3), nn.ReLU(), nn.Flatten(),
+                                              nn.Linear(16 * 6 * 6, 10)), torch.randn(1, 1, 8, 8))
+    with pytest.raises(InvalidArgumentError, match="round_to=8 leaves fewer than 6"):
+        fit_latency_model(one_group, batch_size=4, states=6, rounds=1, min_time=0.0,
+                          round_to=8)

@@ -31,6 +31,10 @@ def add_commands(sub) -> None:
     p.add_argument("--runtime", default="eager", choices=("eager", "torchscript", "onnx"),
                    help="how the exported model runs: eager PyTorch (default), TorchScript, "
                    "or ONNX Runtime (needs the onnx extra); model the one you deploy")
+    p.add_argument("--round-to", type=positive_int, default=None, metavar="M",
+                   help="fit on keep states rounded to multiples of M, for searches with "
+                   "--round-to M (needed for ONNX Runtime, whose kernels slow down at other "
+                   "widths)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(fn=run_latency_model)
 
@@ -50,7 +54,7 @@ def run_latency_model(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     model = fit_latency_model(net, batch_size=args.batch_size, threads=args.threads,
                               states=args.states, rounds=args.rounds, runtime=args.runtime,
-                              seed=args.seed, progress=True)
+                              round_to=args.round_to, seed=args.seed, progress=True)
     model.save(out)
     fit = model.fit
     print(f"{task.name}: {model.base_s * 1e3:.1f} ms per forward ({model.runtime}) at batch "

@@ -107,6 +107,8 @@ class PruneEnv(gym.Env):
                     f"latency_model is read only with constraint='latency'; got "
                     f"constraint={self.constraint!r}")
             self.net.set_latency_model(latency_model)  # the env's own copy of the network
+        if self.constraint == "latency" and self.net.latency_model is not None:
+            self.net.latency_model.check_round_to(self.round_to)
         self.sizes = np.array([g.size for g in self.net.groups], dtype=np.int64)
         self.num_groups = len(self.sizes)
         base = self.net.metric(self.sizes.tolist(), self.constraint, self.importance)
