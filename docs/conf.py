@@ -54,6 +54,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 # The agents' comparison first, then what the design choices rest on, then speed; any table
 # not named here follows in alphabetical order, so a new one can never be left out.
 RESULTS_ORDER = ("agents", "reward_signal", "lagrangian", "transfer", "policies", "latency",
+                 "latency_searched", "latency_searched_onnx",
                  "engine", "envs", "reference_accuracy")
 
 
