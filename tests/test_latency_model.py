@@ -251,3 +251,15 @@ def test_a_model_of_rounded_states_asks_for_rounded_searches(net, make) -> None:
     with pytest.raises(InvalidArgumentError, match="round_to=8 leaves fewer than 6"):
         fit_latency_model(one_group, batch_size=4, states=6, rounds=1, min_time=0.0,
                           round_to=8)
+
+
+def test_committed_models_load() -> None:
+    """The ResNet-56 models the latency tables were measured against read back as saved."""
+    from pathlib import Path
+
+    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    eager = load_latency_model(results / "latency_model_resnet56.json")
+    onnx = load_latency_model(results / "latency_model_resnet56_onnx.json")
+    assert (eager.runtime, eager.round_to) == ("eager", None)
+    assert (onnx.runtime, onnx.round_to) == ("onnx", 8)
+    assert len(eager.group_sizes) == len(onnx.group_sizes) == 30
