@@ -25,6 +25,10 @@ the per-round ratios) is reported with them. On a shared machine run it with
 busy core made one 2-thread ResNet-56 forward at batch 1 take 1.7 s instead of 15 ms on
 the 2-core VM of the recorded run. This is a benchmark, not a test: minutes.
 
+With ``--runtime onnx`` (or ``torchscript``) every model is timed as its saved file runs
+once loaded back (ONNX: onnxruntime), and ``--latency-model FILE`` (``prune-gym
+latency-model``) adds its prediction beside each state it prices.
+
     python benchmarks/latency.py      # writes benchmarks/results/latency.{md,json}
     python benchmarks/latency.py --results runs/x/results.csv --tasks cifar10-resnet56-v0
 """
