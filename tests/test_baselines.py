@@ -64,7 +64,9 @@ def test_bad_budgets_and_methods(net):
             budget_limit(net, budget)
     with pytest.raises(InvalidArgumentError, match=r"cannot be reached.*budget >="):
         budget_limit(net, net.min_ratio() / 2)  # below one channel in every group
-    with pytest.raises(InvalidArgumentError, match="constraint"):
-        uniform(net, 0.5, "latency")
+    with pytest.raises(InvalidArgumentError, match="constraint='energy' is not known"):
+        uniform(net, 0.5, "energy")
+    with pytest.raises(InvalidArgumentError, match="needs a latency model"):
+        uniform(net, 0.5, "latency")  # a latency budget without a model of this machine
     with pytest.raises(InvalidArgumentError, match="baselines"):
         run_baselines(net, Evaluator(fn=lambda m: 0.0), 0.5, methods=("magic",))

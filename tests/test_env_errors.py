@@ -98,7 +98,7 @@ def test_actions_outside_the_space(envs, env_id) -> None:
 @pytest.mark.filterwarnings("ignore:.*render_mode:UserWarning")  # gymnasium's, before ours
 @pytest.mark.parametrize("argument, value, allowed", [
     ("reward", "speed", "accuracy"),
-    ("constraint", "latency", "macs"),
+    ("constraint", "energy", "latency"),
     ("importance", "l3", "bn_scale"),
     ("constraint_mode", "lagrange", "project"),
     ("obs_mode", "image", "padded"),
