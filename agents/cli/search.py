@@ -40,8 +40,8 @@ def add_commands(sub) -> None:
     p.add_argument("--env", default=None, metavar="ID",
                    help="the environment; optional, each RL agent has its own (it is checked)")
     p.add_argument("--budget", type=float, default=None, metavar="B",
-                   help="fraction of the unpruned MACs (or params) to keep, in (0, 1] "
-                   "(default: the task's)")
+                   help="fraction of the unpruned MACs (or params, or latency) to keep, in "
+                   "(0, 1] (default: the task's)")
     p.add_argument("--constraint", default="macs", choices=("macs", "params", "latency"),
                    help="what the budget limits (default macs; latency needs --latency-model)")
     add_latency_option(p)
