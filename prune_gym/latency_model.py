@@ -85,7 +85,8 @@ class LatencyModel:
     """Predicted seconds per forward of one network as a function of its keep state.
 
     Made by :func:`fit_latency_model`; valid for the network it was fitted on (its group
-    sizes are checked), the batch size, thread count and machine it was measured with.
+    sizes are checked), the batch size, thread count, runtime and machine it was measured
+    with.
     """
 
     coefficients: tuple[float, float, float]  # a (vector MACs), b (outputs), c (fixed)
@@ -270,6 +271,11 @@ def fit_latency_model(net, batch_size: int = 64, threads: int | None = 1, states
 
     A minute for a CIFAR ResNet-56 at batch 64 on one core; seconds for small networks.
     """
+    from prune_gym.network import PrunableNetwork  # noqa: PLC0415 - it imports this module
+
+    if not isinstance(net, PrunableNetwork):
+        raise InvalidArgumentError(f"net must be a PrunableNetwork (prune_gym.PrunableNetwork("
+                                   f"model, example_inputs)); got {type(net).__name__}")
     batch_size = check_int(batch_size, "batch_size", minimum=1)
     threads = check_int(threads, "threads", minimum=1, optional=True,
                         meaning="torch intra-op threads; None keeps torch's setting")

@@ -108,6 +108,8 @@ def test_bad_latency_models_are_named(net, latency_model, tmp_path) -> None:
         fresh.set_latency_model(garbage)
     with pytest.raises(InvalidArgumentError, match="states"):
         fit_latency_model(fresh, states=3)
+    with pytest.raises(InvalidArgumentError, match="net must be a PrunableNetwork"):
+        fit_latency_model(fresh.original_copy())
 
 
 @pytest.mark.parametrize("mode", ["cmdp", "project"])
