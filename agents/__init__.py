@@ -5,8 +5,9 @@ The public names:
 
 - graph feature extractors for any SB3 policy: :class:`GATExtractor`,
   :class:`MultiStageGNNExtractor`;
-- :class:`GraphPolicy` (per-node heads: one policy for networks of any size; importing
-  ``agents`` makes ``PPO("GraphPolicy", env)`` work);
+- :class:`GraphPolicy` (per-node heads: one policy for networks of any size;
+  ``"GraphPolicy"`` by name with :class:`PPOLagrangian` and, honouring action masks, with
+  :class:`MaskablePPOLagrangian`; ``PPO(GraphPolicy, env)`` with SB3's own);
 - constrained PPO: :class:`PPOLagrangian`, :class:`MaskablePPOLagrangian`, and
   :class:`LagrangianRewardWrapper` for every other SB3 algorithm;
 - :func:`train` (run directories, presets, resume) and the baselines;

@@ -20,10 +20,9 @@ import numpy as np
 
 from prune_gym.arguments import check_int
 from prune_gym.bisection import last_fitting
-from prune_gym.cost import check_budget
+from prune_gym.budget import BoundBudget, as_budget
 from prune_gym.errors import InvalidArgumentError
 from prune_gym.evaluate import Evaluator
-from prune_gym.keep import round_counts
 from prune_gym.network import PrunableNetwork
 
 BASELINES = ("uniform", "global_magnitude", "random_search")
@@ -44,91 +43,66 @@ class BaselineResult:
         return asdict(self)
 
 
-def budget_limit(net: PrunableNetwork, budget: float, constraint: str = "macs") -> int:
-    """The metric limit for ``budget``; raise if it is out of (0, 1] or unreachable."""
-    budget = check_budget(budget)
-    smallest = net.min_ratio(constraint)
-    if budget < smallest:
-        reachable = math.ceil(smallest * 1e4) / 1e4
-        raise InvalidArgumentError(
-            f"budget={budget} cannot be reached: with every group at one channel the network "
-            f"keeps {smallest:.4f} of its {constraint}; use budget >= {reachable}")
-    return math.floor(budget * net.metric([g.size for g in net.groups], constraint))
+def _bound(net: PrunableNetwork, budget, constraint: str, round_to, latency_model,
+           importance: str | None = None) -> BoundBudget:
+    """The budget (a :class:`~prune_gym.budget.Budget` or a fraction with its constraint,
+    ``round_to`` and latency model) bound to ``net``: checked and refused in one place."""
+    return as_budget(budget, constraint, round_to, latency_model).bind(net,
+                                                                       importance=importance)
 
 
-def _rounded(net: PrunableNetwork, keep: list[int], round_to: int | None) -> list[int]:
-    if round_to is None:  # inside every bisection of the searches
-        return keep
-    return round_counts(keep, [g.size for g in net.groups], round_to).tolist()
+def _scaled(bound: BoundBudget, fractions: np.ndarray, scale: float) -> list[int]:
+    return bound.rounded(np.array([max(1, min(g.size, int(math.floor(g.size * f * scale))))
+                                   for g, f in zip(bound.net.groups, fractions)])).tolist()
 
 
-def _scaled(net: PrunableNetwork, fractions: np.ndarray, scale: float,
-            round_to: int | None = None) -> list[int]:
-    return _rounded(net, [max(1, min(g.size, int(math.floor(g.size * f * scale))))
-                          for g, f in zip(net.groups, fractions)], round_to)
-
-
-def _check_round_to(net, limit, constraint, round_to) -> int | None:
-    """``round_to`` checked. With it, the smallest state keeps ``round_to`` channels per
-    group: refuse a budget it cannot meet, as ``budget_limit`` does for one channel."""
-    round_to = check_int(round_to, "round_to", minimum=1, optional=True,
-                         meaning="the multiple every kept count is rounded to")
-    floor = _rounded(net, [1] * len(net.groups), round_to)
-    if round_to is not None and net.metric(floor, constraint) > limit:
-        smallest = net.metric(floor, constraint) / net.metric([g.size for g in net.groups],
-                                                              constraint)
-        raise InvalidArgumentError(
-            f"round_to={round_to}: with every group at {round_to} channels the network keeps "
-            f"{smallest:.4f} of its {constraint}, over the budget; use a larger budget or a "
-            "smaller round_to")
-    return round_to
-
-
-def _largest_scale(net, fractions, limit, constraint, iters: int = 30,
-                   round_to: int | None = None) -> list[int]:
-    """Largest scale of ``fractions`` whose keep state fits ``limit`` (metric is monotone,
-    rounding too)."""
+def largest_scale(bound: BoundBudget, fractions, iters: int = 30) -> list[int]:
+    """Largest scale of ``fractions`` whose keep state meets the budget (metric is
+    monotone, rounding too)."""
     def fits(scale: float) -> bool:
-        return net.metric(_scaled(net, fractions, scale, round_to), constraint) <= limit
+        return bound.feasible(_scaled(bound, fractions, scale))
 
     hi = 1.0 / max(float(np.min(fractions)), 1e-9)
-    return _scaled(net, fractions, last_fitting(fits, 0.0, hi, iters=iters), round_to)
+    return _scaled(bound, fractions, last_fitting(fits, 0.0, hi, iters=iters))
 
 
-def uniform(net: PrunableNetwork, budget: float, constraint: str = "macs",
-            round_to: int | None = None) -> list[int]:
+def uniform(net: PrunableNetwork, budget, constraint: str = "macs",
+            round_to: int | None = None, latency_model=None) -> list[int]:
     """Keep the same (largest feasible) fraction of every group; with ``round_to``, every
-    kept count rounded to a multiple of it (``prune_gym.keep.round_counts``)."""
-    limit = budget_limit(net, budget, constraint)
-    round_to = _check_round_to(net, limit, constraint, round_to)
-    return _largest_scale(net, np.ones(len(net.groups)), limit, constraint, round_to=round_to)
+    kept count rounded to a multiple of it (``prune_gym.keep.round_counts``).
+
+    ``budget``: a fraction (with ``constraint``, ``round_to`` and, for a latency budget,
+    ``latency_model``) or a :class:`prune_gym.budget.Budget`; the same for every search.
+    """
+    bound = _bound(net, budget, constraint, round_to, latency_model)
+    return largest_scale(bound, np.ones(len(net.groups)))
 
 
-def global_magnitude(net: PrunableNetwork, budget: float, constraint: str = "macs",
-                     importance: str | None = None, round_to: int | None = None) -> list[int]:
+def global_magnitude(net: PrunableNetwork, budget, constraint: str = "macs",
+                     importance: str | None = None, round_to: int | None = None,
+                     latency_model=None) -> list[int]:
     """Drop the globally least important channels until the budget holds (``round_to``: as
     for ``uniform``)."""
-    limit = budget_limit(net, budget, constraint)
-    round_to = _check_round_to(net, limit, constraint, round_to)
+    bound = _bound(net, budget, constraint, round_to, latency_model, importance)
     scores = [net.scores(i, importance) for i in range(len(net.groups))]
     thresholds = np.unique(np.concatenate(scores))
 
     def keep_at(t: float) -> list[int]:
-        return _rounded(net, [max(1, int((s >= t).sum())) for s in scores], round_to)
+        return bound.rounded(np.array([max(1, int((s >= t).sum())) for s in scores])).tolist()
 
     def fits(i: int) -> bool:  # i-th largest threshold: fitting holds up to some i
-        return net.metric(keep_at(thresholds[-1 - i]), constraint, importance) <= limit
+        return bound.feasible(keep_at(thresholds[-1 - i]))
 
     keep = keep_at(thresholds[-1 - last_fitting(fits, 0, len(thresholds) - 1)])
-    if net.metric(keep, constraint, importance) > limit:  # all thresholds too loose
-        keep = _rounded(net, [1] * len(net.groups), round_to)
+    if not bound.feasible(keep):  # all thresholds too loose
+        keep = bound.floor()
     return keep
 
 
-def random_search(net: PrunableNetwork, evaluator: Evaluator, budget: float,
+def random_search(net: PrunableNetwork, evaluator: Evaluator, budget,
                   constraint: str = "macs", trials: int = 20, seed: int = 0,
                   on_evaluation: Callable[[list[int], float], None] | None = None,
-                  round_to: int | None = None) -> list[int]:
+                  round_to: int | None = None, latency_model=None) -> list[int]:
     """Best of ``trials`` evaluated random per-group ratio vectors, each scaled into the
     budget.
 
@@ -140,16 +114,14 @@ def random_search(net: PrunableNetwork, evaluator: Evaluator, budget: float,
     for ``uniform``.
     """
     trials = check_int(trials, "trials", minimum=1, meaning="evaluations to spend")
-    limit = budget_limit(net, budget, constraint)
-    round_to = _check_round_to(net, limit, constraint, round_to)
+    bound = _bound(net, budget, constraint, round_to, latency_model)
     rng = np.random.default_rng(seed)
     best, best_acc = None, -1.0
     start = evaluator.evaluations
     for _ in range(100 * trials):
         if evaluator.evaluations - start >= trials:
             break
-        keep = _largest_scale(net, rng.uniform(0.2, 1.0, len(net.groups)), limit, constraint,
-                              round_to=round_to)
+        keep = largest_scale(bound, rng.uniform(0.2, 1.0, len(net.groups)))
         before = evaluator.evaluations
         accuracy = evaluator.evaluate_keep(net, keep).accuracy
         if evaluator.evaluations == before and best is not None:

@@ -14,11 +14,8 @@ so a row of the benchmark and a run of the CLI mean the same thing.
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import os
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,15 +25,23 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
 import prune_gym
-from agents.baselines import budget_limit, global_magnitude, random_search, uniform
-from agents.common.callbacks import write_json_atomic
+from agents.baselines import global_magnitude, random_search, uniform
+from agents.results import write_results
+from agents.rl_pruner import RLPruner
+from agents.run_dir import Curve, RunDirectory, best_state, plain_keep
+from agents.train import PRESETS, train
 from prune_gym.arguments import check_int
-from prune_gym.envs.problem import DEFAULT_BN_BATCHES
+from prune_gym.budget import CONSTRAINTS, Budget, as_budget
 from prune_gym.errors import InvalidArgumentError
 from prune_gym.evaluate import Evaluator
 from prune_gym.network import PrunableNetwork
+from prune_gym.tasks.registry import as_task
 
-__all__ = ["METHODS", "Method", "MethodResult", "make_evaluator", "make_network", "run_method"]
+__all__ = ["KINDS", "METHODS", "Method", "MethodResult", "baseline_names", "check_method",
+           "make_evaluator", "make_network", "method_names", "register_method", "run_method"]
+
+
+KINDS = ("rl", "search", "heuristic")
 
 
 @dataclass(frozen=True)
@@ -46,8 +51,14 @@ class Method:
     ``kind`` is ``"rl"`` (an agent trained through :func:`agents.train`), ``"search"`` (a
     non-gradient search that spends evaluations) or ``"heuristic"`` (one state, one
     evaluation). RL methods carry the arguments they pass to :func:`agents.train`.
-    ``rounds_counts``: whether the method sets channel counts, which ``round_to`` can round
-    (not so for methods that choose channels one by one).
+    ``chooses_channels``: a method without an environment that chooses channels one by one
+    (so ``round_to`` has no count to round); a method with one asks its environment.
+    ``constraints``: the budgets it can prune to. ``run``: how a heuristic or search finds
+    its state: ``run(net, budget) -> keep`` for a heuristic (one evaluation, its score),
+    ``run(net, evaluator, budget, evaluations, seed, record) -> keep`` for a search, which
+    calls ``record(evaluations spent, accuracy)`` as its best feasible state improves
+    (``budget`` is a :class:`prune_gym.budget.Budget`). ``baseline``: one of the baselines
+    every table compares against.
     """
 
     name: str
@@ -55,7 +66,19 @@ class Method:
     env_id: str | None
     description: str
     train_kwargs: dict[str, Any] = field(default_factory=dict)
-    rounds_counts: bool = True
+    chooses_channels: bool = False
+    constraints: tuple[str, ...] = CONSTRAINTS
+    run: Callable | None = field(default=None, compare=False)
+    baseline: bool = False
+
+    @property
+    def rounds_counts(self) -> bool:
+        """Whether the method sets channel counts, which ``round_to`` can round."""
+        if self.env_id is not None:
+            from prune_gym.envs import ENV_IDS
+
+            return ENV_IDS[self.env_id].rounds_counts
+        return not self.chooses_channels
 
 
 LATENCY_MODEL = "latency_model.json"  # a run directory's copy of its latency model
@@ -74,92 +97,115 @@ _GAT_PPO = {
                     "lagrangian_kwargs": {"kp": 2.0, "ki": 0.1, "kd": 0.0, "ema": 0.0}},
 }
 
-_METHODS = [
+def _random_search(net, evaluator, budget, evaluations, seed, record):
+    start = evaluator.evaluations
+    return random_search(net, evaluator, budget, trials=evaluations, seed=seed,
+                         on_evaluation=lambda keep, accuracy: record(
+                             evaluator.evaluations - start, accuracy))
+
+
+def _rl_pruner(net, evaluator, budget, evaluations, seed, record):
+    agent = RLPruner(net, evaluator, budget=budget.fraction, constraint=budget.constraint,
+                     seed=seed, **rl_pruner_schedule(net, budget.fraction, budget.constraint,
+                                                     evaluations))
+    agent.learn(max_evaluations=max(1, evaluations - 1))  # the last: scoring its state
+    for point in agent.history:
+        record(point["evaluations"], point["best_val_accuracy"])
+    return agent.predict()
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register_method(method: Method, *, replace: bool = False) -> Method:
+    """Add ``method`` to :data:`METHODS`, so that :func:`run_method`, the command line
+    (``prune-gym agents``, ``search --agent``) and the benchmark know it by name.
+
+    A ``"heuristic"`` or ``"search"`` method carries its ``run`` (see :class:`Method`); an
+    ``"rl"`` one the :func:`agents.train` arguments it trains with.
+
+    Raises:
+        InvalidArgumentError: the name is taken (unless ``replace``), or the method is
+            incomplete.
+    """
+    if not isinstance(method, Method):
+        raise InvalidArgumentError(f"method must be an agents.methods.Method; got "
+                                   f"{type(method).__name__}")
+    if method.kind not in KINDS:
+        raise InvalidArgumentError(f"Method(kind={method.kind!r}) is not a kind; choose one "
+                                   f"of {', '.join(KINDS)}")
+    if method.kind == "rl" and method.env_id is None:
+        raise InvalidArgumentError(f"Method({method.name!r}, kind='rl') needs env_id: the "
+                                   "environment its agent trains on")
+    if method.kind != "rl" and not callable(method.run):
+        raise InvalidArgumentError(f"Method({method.name!r}, kind={method.kind!r}) needs "
+                                   "run=: the callable that finds its keep state")
+    if method.name in METHODS and not replace:
+        raise InvalidArgumentError(f"method {method.name!r} is registered already; choose "
+                                   "another name, or pass replace=True")
+    METHODS[method.name] = method
+    return method
+
+
+for _method in (
     Method("ppo-lagrangian-gat", "rl", "DNNGraph-v0",
            "PPOLagrangian + GraphPolicy (GAT) on DNNGraph-v0", _GAT_PPO),
     Method("ppo-lagrangian-mgnn", "rl", "DNNGraph-v0",
            "PPOLagrangian + m-GNN on DNNGraph-v0 (the GNN-RL preset)", {"preset": "gnnrl"}),
     Method("balemans", "rl", "ChannelMask-v0",
            "MaskablePPOLagrangian + GAT on ChannelMask-v0 (the Balemans et al. preset)",
-           {"preset": "balemans"}, rounds_counts=False),
+           {"preset": "balemans"}),
     Method("malik", "rl", "LayerRatio-v0",
            "PPOLagrangian with small MLPs on LayerRatio-v0 (the Malik et al. preset)",
            {"preset": "malik"}),
-    Method("random-search", "search", None,
-           "best of random per-group ratio vectors scaled into the budget"),
-    Method("uniform", "heuristic", None, "the same fraction kept in every group"),
+    Method("uniform", "heuristic", None, "the same fraction kept in every group",
+           run=uniform, baseline=True),
     Method("global-magnitude", "heuristic", None,
-           "one importance threshold across the network (group-normalised L1)"),
-]
-METHODS: dict[str, Method] = {m.name: m for m in _METHODS}
+           "one importance threshold across the network (group-normalised L1)",
+           run=global_magnitude, baseline=True),
+    Method("random-search", "search", None,
+           "best of random per-group ratio vectors scaled into the budget",
+           run=_random_search, baseline=True),
+    Method("amc", "rl", PRESETS["amc"].env_id,
+           "AMC: DDPG on LayerRatio-v0 with the action wall (the AMC preset)",
+           {"preset": "amc"}),
+    Method("rl-pruner", "search", None,
+           "RL-Pruner: a noisy distribution of each step's channel removals",
+           run=_rl_pruner, chooses_channels=True, constraints=("macs", "params")),
+):
+    register_method(_method)
+del _method
 
 
-def register_method(method: Method) -> None:
-    """Add a method (the agents that live in their own packages register themselves)."""
-    METHODS[method.name] = method
+def method_names(kind: str | None = None) -> list[str]:
+    """Every registered method name (or those of one ``kind``), in table order."""
+    return [m.name for m in METHODS.values() if kind is None or m.kind == kind]
 
 
-def _register_optional() -> None:
-    """Register the agents that live in their own packages (AMC's preset, RL-Pruner)."""
-    from agents.train import PRESETS
-
-    if "amc" in PRESETS and "amc" not in METHODS:
-        register_method(Method("amc", "rl", PRESETS["amc"].env_id,
-                               "AMC: DDPG on LayerRatio-v0 with the action wall (the AMC preset)",
-                               {"preset": "amc"}))
-    if "rl-pruner" not in METHODS:
-        try:
-            import agents.rl_pruner  # noqa: F401
-        except ImportError:
-            return
-        register_method(Method("rl-pruner", "search", None,
-                               "RL-Pruner: a noisy distribution of each step's channel removals",
-                               rounds_counts=False))
-
-
-def method_names() -> list[str]:
-    """Every known method name, in table order."""
-    _register_optional()
-    return list(METHODS)
+def baseline_names() -> list[str]:
+    """The baselines every table compares against (uniform, global magnitude, random
+    search), in table order."""
+    return [m.name for m in METHODS.values() if m.baseline]
 
 
 def check_method(name) -> Method:
     """The :class:`Method` called ``name``, or an error listing the known ones."""
-    _register_optional()
     if not isinstance(name, str) or name not in METHODS:
         raise InvalidArgumentError(f"method={name!r} is not a known method; choose one of "
                                    f"{', '.join(METHODS)}")
     return METHODS[name]
 
 
-def _task(task):
-    """A :class:`prune_gym.tasks.Task` from a task or its name."""
-    from prune_gym.tasks import list_tasks, make_task
-
-    if isinstance(task, str):
-        if task not in list_tasks():
-            raise InvalidArgumentError(f"task={task!r} is not a known task; choose one of "
-                                       f"{', '.join(list_tasks())}")
-        return make_task(task)
-    if not hasattr(task, "name") or not hasattr(task, "data"):
-        raise InvalidArgumentError(f"task must be a task name or a prune_gym.tasks.Task; got "
-                                   f"{type(task).__name__}")
-    return task
-
-
 def make_network(task, importance: str = "l1") -> PrunableNetwork:
-    """The analysed network every method prunes (as the environments build it)."""
-    task = _task(task)
-    return PrunableNetwork(task.model, task.example_inputs, importance=importance)
+    """The analysed network every method prunes: :meth:`prune_gym.tasks.Task.network`."""
+    return as_task(task).network(importance)
 
 
 def make_evaluator(task, val_samples: int | None = None) -> Evaluator:
-    """How every method is scored: the task's validation split (its first ``val_samples``),
-    BatchNorm recalibrated on the environments' default batches, exactly as an episode end."""
-    task = _task(task)
-    return Evaluator(task.val_data, max_samples=val_samples,
-                     train_data=task.data.train.as_tuple(),
-                     bn_recalibration=DEFAULT_BN_BATCHES)
+    """How every method is scored: :meth:`prune_gym.tasks.Task.evaluator` (the task's
+    validation split, its first ``val_samples``, BatchNorm recalibrated on the environments'
+    default batches, exactly as an episode end)."""
+    return as_task(task).evaluator(val_samples)
 
 
 @dataclass
@@ -198,52 +244,11 @@ class MethodResult:
         return row
 
 
-class _Curve:
-    """Best feasible validation accuracy against evaluations spent, appended to
-    ``curve.csv`` as it grows (so an interrupted run keeps it, and a resumed one goes on)."""
-
-    def __init__(self, run_dir: Path | None, on_progress: Callable | None, resume: bool):
-        self.path = run_dir / "curve.csv" if run_dir is not None else None
-        self.on_progress = on_progress
-        self.points: list[tuple[int, float]] = []
-        self.best: float | None = None
-        self.seconds = 0.0
-        if resume and self.path is not None and self.path.is_file():
-            with open(self.path) as f:
-                for r in csv.DictReader(f):
-                    best = float(r["best_val_accuracy"]) if r["best_val_accuracy"] else None
-                    self.points.append((int(r["evaluations"]), best))
-                    self.best = best
-                    self.seconds = float(r["wall_time_s"])
-        elif self.path is not None:
-            self.path.write_text("evaluations,best_val_accuracy,wall_time_s\n")
-        self.offset = self.points[-1][0] if self.points else 0
-        self._start = time.perf_counter() - self.seconds
-
-    @property
-    def elapsed(self) -> float:
-        return time.perf_counter() - self._start
-
-    def record(self, evaluations: int, accuracy: float | None) -> None:
-        if accuracy is not None and (self.best is None or accuracy > self.best):
-            self.best = accuracy
-        point = (int(evaluations), self.best)
-        if self.points and self.points[-1] == point:
-            return
-        self.points.append(point)
-        if self.path is not None:
-            with open(self.path, "a") as f:
-                f.write(f"{point[0]},{'' if self.best is None else self.best},"
-                        f"{self.elapsed:.3f}\n")
-        if self.on_progress is not None:
-            self.on_progress(point[0], self.best)
-
-
 class _EvaluationBudget(BaseCallback):
     """Stop an SB3 agent once its environments have spent ``evaluations`` (all workers
     together, cache hits free), recording the curve and the episodes' feasibility."""
 
-    def __init__(self, curve: _Curve, evaluations: int | None):
+    def __init__(self, curve: Curve, evaluations: int | None):
         super().__init__()
         self.curve = curve
         self.evaluations = evaluations
@@ -268,43 +273,6 @@ class _EvaluationBudget(BaseCallback):
         return self.evaluations is None or self.total < self.evaluations
 
 
-def _settings(method, task, budget, constraint, evaluations, timesteps, seed, val_samples,
-              round_to, latency_model):
-    return {"method": method, "task": task, "budget": budget, "constraint": constraint,
-            "evaluations": evaluations, "timesteps": timesteps, "seed": seed,
-            "val_samples": val_samples, "round_to": round_to,
-            # what prices a latency budget: a resume must price it alike
-            "latency_model": None if latency_model is None
-            else [*latency_model.coefficients, latency_model.base_s],
-            "prune_gym_version": prune_gym.__version__}
-
-
-def _check_run_dir(run_dir: Path | None, settings: dict, resume: bool) -> None:
-    """Refuse a run directory that holds another search; start or resume this one."""
-    from agents.train import RunDirectoryError
-
-    if run_dir is None:
-        return
-    saved_path = run_dir / "search.json"
-    if saved_path.is_file():
-        if not resume:
-            raise RunDirectoryError(f"run_dir={str(run_dir)!r} already holds a run; resume it "
-                                    "or choose a new directory")
-        saved = json.loads(saved_path.read_text())
-        for key in ("method", "task", "budget", "constraint", "seed", "val_samples",
-                    "round_to", "latency_model"):
-            if saved.get(key) != settings.get(key):
-                raise RunDirectoryError(
-                    f"run_dir={str(run_dir)!r} was made for {key}={saved.get(key)!r}, not "
-                    f"{settings.get(key)!r}; resume it with the same {key}, or use a new "
-                    "directory")
-    elif resume:
-        raise RunDirectoryError(f"run_dir={str(run_dir)!r} holds no run to resume "
-                                "(no search.json); start it without resume")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(settings, saved_path)
-
-
 def _train_budget(evaluations: int | None, timesteps: int | None) -> int:
     """Environment steps to give ``agents.train``: the timesteps asked, or when only an
     evaluation budget is given, a cap far above it (the budget callback stops first)."""
@@ -316,8 +284,6 @@ def _train_budget(evaluations: int | None, timesteps: int | None) -> int:
 def _run_rl(method: Method, task, budget, constraint, evaluations, timesteps, seed,
             run_dir, resume, val_samples, round_to, latency_model, curve
             ) -> tuple[list, dict, float]:
-    from agents.train import train
-
     kwargs = {k: (dict(v) if isinstance(v, dict) else v) for k, v in method.train_kwargs.items()}
     env_kwargs = {**kwargs.pop("env_kwargs", {}), "model": task.name, "budget": budget,
                   "constraint": constraint}
@@ -345,29 +311,16 @@ def _run_rl(method: Method, task, budget, constraint, evaluations, timesteps, se
     return last.get("keep_state", last["keep"]), {"val_accuracy": last["accuracy"]}, fraction
 
 
-def _run_search(method: Method, net, evaluator, budget, constraint, evaluations, seed,
-                round_to, curve) -> tuple[list, dict, float]:
+def _run_search(method: Method, net, evaluator, spec: Budget, evaluations, seed,
+                curve) -> tuple[list, dict, float]:
     if evaluations is None:
         raise InvalidArgumentError(f"method={method.name!r} is a search: give it a budget of "
                                    "evaluations (evaluations=K)")
-    start = evaluator.evaluations
 
-    def seen(keep, accuracy: float) -> None:
-        curve.record(curve.offset + evaluator.evaluations - start, accuracy)
+    def record(spent: int, accuracy: float | None) -> None:
+        curve.record(curve.offset + spent, accuracy)
 
-    if method.name == "random-search":
-        keep = random_search(net, evaluator, budget, constraint, trials=evaluations, seed=seed,
-                             on_evaluation=seen, round_to=round_to)
-    else:  # rl-pruner
-        from agents.rl_pruner import RLPruner
-
-        agent = RLPruner(net, evaluator, budget=budget, constraint=constraint, seed=seed,
-                         **rl_pruner_schedule(net, budget, constraint, evaluations))
-        agent.learn(max_evaluations=max(1, evaluations - 1))  # the last: scoring its state
-        for point in agent.history:
-            curve.record(curve.offset + point["evaluations"], point["best_val_accuracy"])
-        keep = agent.predict()
-    return keep, {}, 1.0
+    return method.run(net, evaluator, spec, evaluations, seed, record), {}, 1.0
 
 
 def rl_pruner_schedule(net, budget: float, constraint: str, evaluations: int) -> dict:
@@ -389,24 +342,6 @@ def rl_pruner_schedule(net, budget: float, constraint: str, evaluations: int) ->
     lr_epoch = max(1, evaluations // (sample_num * steps))
     ratio = max(removed / steps, 1.0 / sizes.sum())
     return {"prune_ratio": float(ratio), "lr_epoch": int(lr_epoch), "sample_num": sample_num}
-
-
-def _latency_model(net, name: str, constraint, latency_model):
-    """The latency model, loaded and set on ``net``, when the constraint is latency."""
-    if constraint != "latency":
-        if latency_model is not None:
-            raise InvalidArgumentError(f"latency_model is read only with constraint='latency'; "
-                                       f"got constraint={constraint!r}")
-        return None
-    if latency_model is None:
-        raise InvalidArgumentError(
-            "constraint='latency' needs latency_model=: a LatencyModel of the task's network "
-            "fitted on this machine, or its JSON (prune-gym latency-model --task T --out F)")
-    if name == "rl-pruner":
-        raise InvalidArgumentError("constraint='latency' is not for rl-pruner: it re-analyses "
-                                   "the network as it prunes; choose another method")
-    net.set_latency_model(latency_model)
-    return net.latency_model
 
 
 def run_method(name: str, task, *, budget: float, constraint: str = "macs",
@@ -441,40 +376,45 @@ def run_method(name: str, task, *, budget: float, constraint: str = "macs",
             curve grows.
     """
     method = check_method(name)
-    task = _task(task)
+    task = as_task(task)
     evaluations = check_int(evaluations, "evaluations", minimum=1, optional=True,
                             meaning="validation evaluations the method may spend")
     timesteps = check_int(timesteps, "timesteps", minimum=1, optional=True,
                           meaning="environment steps")
     seed = check_int(seed, "seed")
     val_samples = check_int(val_samples, "val_samples", minimum=1, optional=True)
-    round_to = check_int(round_to, "round_to", minimum=1, optional=True,
-                         meaning="the multiple every kept count is rounded to")
-    if round_to is not None and not method.rounds_counts:
-        raise InvalidArgumentError(
-            f"round_to is not for method={name!r}: it chooses channels one by one; methods "
-            f"that take it: {', '.join(m.name for m in METHODS.values() if m.rounds_counts)}")
     if method.kind == "rl" and evaluations is None and timesteps is None:
         raise InvalidArgumentError(f"method={name!r} trains an agent: give it evaluations=K "
                                    "or timesteps=N")
     if method.kind != "rl" and timesteps is not None and evaluations is None:
         raise InvalidArgumentError(f"timesteps is for RL agents; {name!r} spends evaluations: "
                                    "give evaluations=K")
-    net = make_network(task)
-    latency_model = _latency_model(net, name, constraint, latency_model)
-    if latency_model is not None:
-        latency_model.check_round_to(round_to)
-    limit = budget_limit(net, budget, constraint)  # checks the budget before any work
+    spec = as_budget(budget, constraint, round_to, latency_model)
+    if spec.constraint not in method.constraints:
+        raise InvalidArgumentError(
+            f"constraint={spec.constraint!r} is not for method={name!r}; it takes "
+            f"{', '.join(method.constraints)}")
+    net = task.network()
+    bound = spec.bind(net, who=f"method={name!r}", rounds=method.rounds_counts)
+    budget, constraint, round_to = spec.fraction, spec.constraint, spec.round_to
+    latency_model = bound.latency_model
     path = Path(run_dir) if run_dir is not None else None
-    settings = _settings(name, task.name, budget, constraint, evaluations, timesteps, seed,
-                         val_samples, round_to, latency_model)
-    _check_run_dir(path, settings, resume)
+    settings = {"method": name, "task": task.name, **bound.settings(),
+                "evaluations": evaluations, "timesteps": timesteps, "seed": seed,
+                "val_samples": val_samples, "prune_gym_version": prune_gym.__version__}
+    run = None
+    if path is not None:  # a search starts again on resume: its settings are rewritten
+        run = RunDirectory(path, "search.json").open(settings, resume=resume, keys=(
+            "method", "task", "budget", "constraint", "seed", "val_samples", "round_to",
+            "latency_model"))
+        run.write_json("search.json", settings)
     if path is not None and latency_model is not None:
         latency_model.save(path / LATENCY_MODEL)
     # an RL agent resumes from its checkpoint and its curve goes on; a search is seeded and
     # cheap next to training, so it starts again (its curve too)
-    curve = _Curve(path, on_progress, resume and method.kind == "rl")
-    evaluator = make_evaluator(task, val_samples)
+    curve = run.curve(on_progress, resume and method.kind == "rl") if run is not None \
+        else Curve(None, on_progress)
+    evaluator = task.evaluator(val_samples)
     fraction = 1.0
     if method.kind == "rl":
         keep, scored, fraction = _run_rl(method, task, budget, constraint, evaluations,
@@ -482,54 +422,40 @@ def run_method(name: str, task, *, budget: float, constraint: str = "macs",
                                          latency_model, curve)
         spent = curve.points[-1][0] if curve.points else 0
     elif method.kind == "search":
-        keep, scored, fraction = _run_search(method, net, evaluator, budget, constraint,
-                                             evaluations, seed, round_to, curve)
+        keep, scored, fraction = _run_search(method, net, evaluator, spec, evaluations, seed,
+                                             curve)
     else:
-        heuristic = uniform if name == "uniform" else global_magnitude
-        keep = heuristic(net, budget, constraint, round_to=round_to)
+        keep = method.run(net, spec)
         scored, spent = {}, 0
-    metric = net.metric(keep, constraint)
+    feasible = bound.feasible(keep)
     if "val_accuracy" not in scored:  # heuristics, and searches' best (a cache hit)
         scored["val_accuracy"] = float(evaluator.evaluate_keep(net, keep).accuracy)
         if method.kind == "heuristic":
             spent = evaluator.evaluations
-            curve.record(spent, scored["val_accuracy"] if metric <= limit else None)
+            curve.record(spent, scored["val_accuracy"] if feasible else None)
     if method.kind == "search":  # the final state's score included (a cache hit if seen)
         spent = curve.offset + evaluator.evaluations
-        curve.record(spent, scored["val_accuracy"] if metric <= limit else None)
+        curve.record(spent, scored["val_accuracy"] if feasible else None)
     macs, params = net.price(keep)
     result = MethodResult(
         method=name, task=task.name, env_id=method.env_id, budget=float(budget),
-        constraint=constraint, seed=seed, keep=_plain_keep(keep), importance=net.importance,
+        constraint=constraint, seed=seed, keep=plain_keep(keep), importance=net.importance,
         val_samples=val_samples, bn_recalibration=evaluator.bn_recalibration, macs=int(macs),
         params=int(params), macs_ratio=macs / net.base_macs,
-        params_ratio=params / net.base_params, feasible=bool(metric <= limit),
+        params_ratio=params / net.base_params, feasible=feasible,
         val_accuracy=float(scored["val_accuracy"]), evaluations=int(spent),
         wall_time_s=round(curve.elapsed, 3), feasible_fraction=float(fraction),
         history=list(curve.points))
-    if path is not None:
-        _write_run(path, result)
+    if run is not None:
+        _write_run(run, result)
     return result
 
 
-def _plain_keep(keep) -> list:
-    """A keep state in plain JSON types: counts, or kept channel indices per group."""
-    out = []
-    for k in keep:
-        if isinstance(k, (int, np.integer)):
-            out.append(int(k))
-        else:
-            arr = np.asarray(k)
-            out.append(np.flatnonzero(arr).tolist() if arr.dtype == bool else
-                       [int(i) for i in arr])
-    return out
-
-
-def _write_run(path: Path, result: MethodResult) -> None:
-    from agents.results import write_results
-
-    write_results(path / "results.csv", [result.row()])
-    write_json_atomic({"accuracy": result.val_accuracy, "keep_state": result.keep,
-                       "macs_ratio": result.macs_ratio, "params_ratio": result.params_ratio,
-                       "feasible": result.feasible, "evaluations": result.evaluations},
-                      path / "best.json")
+def _write_run(run: RunDirectory, result: MethodResult) -> None:
+    write_results(run.path / "results.csv", [result.row()])
+    seen = run.read_best()  # an agent's own record of the state says when it saw it
+    timestep = seen.get("timestep") if seen and seen.get("keep_state") == result.keep else None
+    run.write_best(best_state(accuracy=result.val_accuracy, keep_state=result.keep,
+                              macs_ratio=result.macs_ratio, params_ratio=result.params_ratio,
+                              feasible=result.feasible, evaluations=result.evaluations,
+                              timestep=timestep))

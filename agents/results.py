@@ -30,14 +30,15 @@ import json
 import math
 import numbers
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from prune_gym.arguments import check_number
+from prune_gym.budget import Budget
 from prune_gym.errors import DataError, InvalidArgumentError, KeepStateError
+from prune_gym.files import atomic_path
 
 __all__ = ["COLUMNS", "DEFAULT_TOLERANCE", "OPTIONAL", "RowCheck", "append_results",
            "mean_std", "as_row",
@@ -154,17 +155,11 @@ def _check_row(row: Mapping[str, Any], index: int) -> None:
 
 def _write(path: Path, rows: list[Mapping[str, Any]], fieldnames: list[str]) -> None:
     """Write to a temporary file beside ``path`` and rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fieldnames)
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({c: _cell(c, row.get(c)) for c in fieldnames})
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fieldnames)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({c: _cell(c, row.get(c)) for c in fieldnames})
 
 
 def as_row(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -250,8 +245,7 @@ class RowCheck:
 
 
 def _replay_setup(task_name: str, importance: str, val_samples: int | None, cache: dict):
-    """The task's network and evaluator, built exactly as the methods build them."""
-    from agents.methods import make_evaluator, make_network
+    """The task's network and evaluator, as the task builds them for every method."""
     from prune_gym.tasks import make_task
 
     if task_name not in cache:
@@ -259,8 +253,7 @@ def _replay_setup(task_name: str, importance: str, val_samples: int | None, cach
     task = cache[task_name]
     key = (task_name, importance, val_samples)
     if key not in cache:
-        cache[key] = (make_network(task, importance=importance),
-                      make_evaluator(task, val_samples=val_samples))
+        cache[key] = (task.network(importance), task.evaluator(val_samples))
     return cache[key]
 
 
@@ -294,9 +287,9 @@ def _replay(row: dict[str, Any], line: int, tolerance: float, cache: dict) -> Ro
             check.notes.append("feasibility under a latency budget is not replayed (it "
                                "depends on the latency model of the machine that ran it)")
         else:
-            base = net.base_macs if row["constraint"] == "macs" else net.base_params
-            metric = macs if row["constraint"] == "macs" else params
-            differs("feasible", bool(metric <= row["budget"] * base))
+            bound = Budget(row["budget"], row["constraint"]).bind(net, importance=importance,
+                                                                  check=False)
+            differs("feasible", bound.feasible(keep))
         accuracy = evaluator.evaluate_keep(net, keep, importance).accuracy
         differs("val_accuracy", float(accuracy), tolerance)
     if any(row.get(c) is not None for c in ("test_accuracy", "finetuned_val_accuracy",
@@ -314,8 +307,8 @@ def validate_results(path: str | os.PathLike, tolerance: float = DEFAULT_TOLERAN
     """Replay every row of a results CSV and compare what it reports.
 
     Each row's task is rebuilt, its network analysed with the row's ``importance`` and its
-    evaluator made with the row's ``val_samples`` (through :func:`agents.methods.make_network`
-    and :func:`agents.methods.make_evaluator`, as every method scores); then MACs, params,
+    evaluator made with the row's ``val_samples`` (:meth:`prune_gym.tasks.Task.network` and
+    :meth:`prune_gym.tasks.Task.evaluator`, as every method scores); then MACs, params,
     their ratios and feasibility are recomputed exactly and the validation accuracy within
     ``tolerance``. Test and fine-tuned accuracies are reported, not replayed (a fine-tune
     is a training run).

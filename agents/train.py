@@ -14,7 +14,6 @@ overridden by the matching argument.
 
 from __future__ import annotations
 
-import json
 import math
 import platform
 from collections.abc import Callable
@@ -33,21 +32,14 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 import prune_gym  # noqa: F401 - registers the environments
-from agents.common.callbacks import (
-    BestStateCallback,
-    RunCheckpointCallback,
-    write_json_atomic,
-)
+from agents.common.callbacks import BestStateCallback, RunCheckpointCallback
+from agents.run_dir import RunDirectory, RunDirectoryError
 from prune_gym.arguments import check_int
-from prune_gym.errors import InvalidArgumentError, PruneGymError
+from prune_gym.errors import InvalidArgumentError
 from prune_gym.wrappers import EpisodeRecorder
 
-__all__ = ["ALGORITHMS", "ENV_WRAPPERS", "PRESETS", "Preset", "TrainResult", "algorithm",
-           "env_wrapper_fn", "load_agent", "train"]
-
-
-class RunDirectoryError(PruneGymError):
-    """A run directory cannot be used as asked (exists without resume, or made for another run)."""
+__all__ = ["ALGORITHMS", "ENV_WRAPPERS", "PRESETS", "Preset", "RunDirectoryError",
+           "TrainResult", "algorithm", "env_wrapper_fn", "load_agent", "train"]
 
 
 def _algorithms() -> dict[str, type[BaseAlgorithm]]:
@@ -254,15 +246,6 @@ def _env_factory(env_id: str, env_kwargs: dict, seed: int, rank: int,
     return make
 
 
-def _check_resume(run_dir: Path, config: dict) -> None:
-    saved = json.loads((run_dir / "config.json").read_text())
-    for key in ("env_id", "algo", "preset", "policy"):
-        if saved.get(key) != config.get(key):
-            raise RunDirectoryError(
-                f"run_dir={str(run_dir)!r} was made for {key}={saved.get(key)!r}, not "
-                f"{config.get(key)!r}; resume it with the same {key}, or use a new run_dir")
-
-
 def load_agent(path: str | Path, env: gym.Env | VecEnv, algo: str | type[BaseAlgorithm],
                **kwargs) -> BaseAlgorithm:
     """Load a saved agent onto ``env``, naming the space that differs if it does not fit."""
@@ -382,21 +365,13 @@ def train(env_id: str | None = None, algo: str | type[BaseAlgorithm] | None = No
                      "torch": torch.__version__, "python": platform.python_version()},
     }
     path = Path(run_dir) if run_dir is not None else None
+    run = None
     checkpoint = None
     if path is not None:
-        if (path / "config.json").is_file():
-            if not resume:
-                raise RunDirectoryError(f"run_dir={str(path)!r} already holds a run; pass "
-                                        "resume=True to continue it, or choose a new run_dir")
-            _check_resume(path, config)
-            found = path / "checkpoints" / "latest.zip"
-            checkpoint = found if found.is_file() else None
-        elif resume:
-            raise RunDirectoryError(f"run_dir={str(path)!r} holds no run to resume "
-                                    "(no config.json); start it without resume=True")
-        else:
-            path.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(config, path / "config.json")
+        run = RunDirectory(path, "config.json").open(
+            config, resume=resume, keys=("env_id", "algo", "preset", "policy"))
+        found = path / "checkpoints" / "latest.zip"
+        checkpoint = found if resume and found.is_file() else None
 
     factories = [_env_factory(env_id, env_kwargs, seed, i, path, wrap) for i in range(n_envs)]
     venv: VecEnv = SubprocVecEnv(factories) if vec_env == "subproc" else DummyVecEnv(factories)
@@ -416,7 +391,7 @@ def train(env_id: str | None = None, algo: str | type[BaseAlgorithm] | None = No
         else:
             model = cls(policy, venv, policy_kwargs=policy_kwargs or None, seed=seed,
                         device=device, verbose=verbose, **algo_kwargs)
-        best = BestStateCallback(path / "best.json" if path is not None else None)
+        best = BestStateCallback(run)
         callbacks, saver = [best], None
         if path is not None:
             model.set_logger(configure(str(path), ["csv", "tensorboard"]

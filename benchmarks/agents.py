@@ -42,10 +42,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from machine_info import describe_machine  # noqa: E402 - beside this script
 
-from agents.methods import make_evaluator, make_network, method_names, run_method  # noqa: E402
+from agents.methods import baseline_names, method_names, run_method  # noqa: E402
 from agents.results import mean_std  # noqa: E402
 from prune_gym.errors import InvalidArgumentError  # noqa: E402
-from prune_gym.evaluate import Evaluator  # noqa: E402
+from prune_gym.files import write_json_atomic  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CELLS = RESULTS / "agents_cells"
@@ -54,7 +54,7 @@ DEFAULT_CONFIGS = ("digits-cnn-v0@0.5", "digits-resnet-v0@0.5", "cifar10-resnet2
 TRANSFER = "gat-transfer"
 # the goal's two sides: graph-policy agents against the non-learning baselines
 GRAPH_AGENTS = ("ppo-lagrangian-gat", "ppo-lagrangian-mgnn", "balemans", TRANSFER)
-BASELINES = ("random-search", "uniform", "global-magnitude")
+BASELINES = tuple(baseline_names())
 
 # Published CIFAR-10 ResNet-56 results of the seed papers, after their full fine-tunes
 # (100+ epochs), on the original CIFAR-10 (digest: ../shared/reference/seed-agents.md).
@@ -103,10 +103,7 @@ def cell_path(task: str, budget: float, method: str, seed: int) -> Path:
 
 
 def write_cell(path: Path, cell: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".part")
-    tmp.write_text(json.dumps(cell, indent=1))
-    os.replace(tmp, path)
+    write_json_atomic(cell, path)
 
 
 # -- the zero-shot transfer row ---------------------------------------------------------
@@ -187,13 +184,13 @@ def run_cell(task: str, budget: float, method: str, seed: int, args, sizes=None)
                                  seed)
         out = run_transfer(task, budget, args.evaluations, seed, args.val_samples, policy,
                            sizes)
-        net = make_network(task)
+        net = task.network()
         macs, params = net.price(out["keep"])
         limit = budget * net.base_macs
         cell = {"method": method, "task": task, "env_id": "DNNGraph-v0", "budget": budget,
                 "constraint": "macs", "seed": seed, "keep": out["keep"],
                 "importance": net.importance, "val_samples": args.val_samples,
-                "bn_recalibration": make_evaluator(task, args.val_samples).bn_recalibration,
+                "bn_recalibration": task.evaluator(args.val_samples).bn_recalibration,
                 "macs": int(macs), "params": int(params), "macs_ratio": macs / net.base_macs,
                 "params_ratio": params / net.base_params, "feasible": bool(macs <= limit),
                 "val_accuracy": out["val_accuracy"], "evaluations": out["evaluations"],
@@ -236,9 +233,9 @@ def score_cell(cell: dict, finetune_steps: int, test_samples: int | None) -> dic
     from prune_gym.tasks import make_task
 
     task = make_task(cell["task"])
-    net = make_network(task)
-    evaluator = make_evaluator(task, cell["val_samples"])
-    test = Evaluator(task.data.test.as_tuple(), max_samples=test_samples)
+    net = task.network()
+    evaluator = task.evaluator(cell["val_samples"])
+    test = task.test_evaluator(test_samples)
     model = net.export(cell["keep"])
     evaluator.recalibrate(model)
     cell["test_accuracy"] = test.evaluate(model).accuracy
@@ -249,7 +246,7 @@ def score_cell(cell: dict, finetune_steps: int, test_samples: int | None) -> dic
     start = time.perf_counter()
     distill(model, task.model, task.data.train.as_tuple(), steps=finetune_steps,
             seed=cell["seed"])
-    plain = Evaluator(task.val_data, max_samples=cell["val_samples"])  # trained statistics
+    plain = task.evaluator(cell["val_samples"], bn_recalibration=0)  # trained statistics
     cell["finetune_steps"] = finetune_steps
     cell["finetuned_val_accuracy"] = plain.evaluate(model).accuracy
     cell["finetuned_test_accuracy"] = test.evaluate(model).accuracy

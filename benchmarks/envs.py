@@ -243,7 +243,7 @@ def load(task_name: str, **kw):
     task = make_task(task_name, **kw)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PruningWarning)
-        net = PrunableNetwork(task.model, task.example_inputs)
+        net = task.network()
     net.topology  # noqa: B018 - built once; the envs' copies carry it
     return net, task
 

@@ -38,7 +38,6 @@ from machine_info import describe_machine  # noqa: E402 - beside this script
 
 import prune_gym  # noqa: E402,F401 - registers the environments
 from agents import PPOLagrangian  # noqa: E402
-from prune_gym import PrunableNetwork  # noqa: E402
 from prune_gym.tasks import make_task  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -80,7 +79,7 @@ SETTINGS = {
 
 def load():
     task = make_task("digits-resnet-v0")
-    net = PrunableNetwork(task.model, task.example_inputs)
+    net = task.network()
     net.topology  # noqa: B018 - analysed once, copied into every env
     return task, net
 

@@ -136,7 +136,7 @@ def bench_task(name: str, args, rows, threads_list, formats) -> tuple[list, list
     x, y = task.data.train.as_tuple()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PruningWarning)
-        net = PrunableNetwork(task.model, task.example_inputs, calibration=(x[:64], y[:64]))
+        net = task.network(calibration_samples=64)
     original = net.original_copy().eval()
     example = task.example_inputs
     predict = None

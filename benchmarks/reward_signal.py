@@ -37,8 +37,9 @@ sys.path.insert(0, str(ROOT))
 from machine_info import describe_machine  # noqa: E402 - beside this script
 
 import prune_gym  # noqa: E402,F401 - registers the environments
-from agents.baselines import _largest_scale, budget_limit  # noqa: E402
+from agents.baselines import largest_scale  # noqa: E402
 from prune_gym import PrunableNetwork  # noqa: E402
+from prune_gym.budget import Budget  # noqa: E402
 from prune_gym.evaluate import Evaluator  # noqa: E402
 from prune_gym.tasks import list_tasks, make_task  # noqa: E402
 
@@ -59,10 +60,9 @@ def evaluator(task, batches: int) -> Evaluator:
 
 
 def random_states(net: PrunableNetwork, budget: float, count: int, seed: int) -> list:
-    limit = budget_limit(net, budget)
+    bound = Budget(budget).bind(net)
     rng = np.random.default_rng(seed)
-    return [_largest_scale(net, rng.uniform(0.2, 1.0, len(net.groups)), limit, "macs")
-            for _ in range(count)]
+    return [largest_scale(bound, rng.uniform(0.2, 1.0, len(net.groups))) for _ in range(count)]
 
 
 def learn(task, net, batches: int, seed: int, steps: int) -> dict:
@@ -92,7 +92,7 @@ def learn(task, net, batches: int, seed: int, steps: int) -> dict:
 
 def run(task_name: str, states: int, steps: int, seeds: int) -> dict:
     task = make_task(task_name)
-    net = PrunableNetwork(task.model, task.example_inputs)
+    net = task.network()
     keeps = random_states(net, task.budget, states, seed=0)
     row: dict = {"task": task_name, "groups": len(net.groups), "budget": task.budget,
                  "states": states}

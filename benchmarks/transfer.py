@@ -45,7 +45,7 @@ BUDGET = 0.5
 
 
 def analysed(task) -> PrunableNetwork:
-    net = PrunableNetwork(task.model, task.example_inputs)
+    net = task.network()
     net.topology  # noqa: B018 - analysed once, copied into every env
     return net
 

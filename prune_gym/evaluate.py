@@ -27,6 +27,12 @@ from torch import nn
 from prune_gym.arguments import check_callable, check_choice, check_int
 from prune_gym.errors import DataError, InvalidArgumentError
 
+# BatchNorm recalibration when training data is at hand (bn_recalibration=None): without
+# it, pruned states keep the unpruned statistics, score near chance and PPO learns states
+# worse than random ones; with 4 batches of 64 it beats them
+# (benchmarks/results/reward_signal.md).
+DEFAULT_BN_BATCHES = 4
+
 
 @dataclass(frozen=True)
 class EvalResult:

@@ -35,6 +35,7 @@ from torch import nn
 
 from prune_gym.arguments import check_choice
 from prune_gym.errors import InvalidArgumentError, MissingDependencyError, ModelAnalysisError
+from prune_gym.files import atomic_path
 from prune_gym.models.cifar_resnet import PadShortcut
 
 __all__ = ["FORMATS", "SUFFIXES", "TRACEABLE", "MissingExportDependencyError", "as_inputs",
@@ -189,14 +190,10 @@ def _written(path: Path, write: Callable[[Path], None], check: Callable[[Path], 
              ) -> None:
     """``write`` into a temporary file beside ``path``, ``check`` it, then move it into place:
     a failure leaves neither a half-written file nor a changed old one."""
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
+    with atomic_path(path) as tmp:
         write(tmp)
         if check is not None:
             check(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _eager(model: nn.Module, inputs: tuple) -> torch.Tensor:

@@ -46,6 +46,7 @@ from scipy.optimize import nnls
 
 from prune_gym.arguments import check_choice, check_int, check_number
 from prune_gym.errors import InvalidArgumentError
+from prune_gym.files import write_text_atomic
 from prune_gym.keep import round_counts
 from prune_gym.latency import RUNTIMES, _batch, _evaluating, _threads, _Timer, as_runtime
 
@@ -137,9 +138,7 @@ class LatencyModel:
 
     def save(self, path) -> Path:
         """Write the model as JSON (read back with :func:`load_latency_model`)."""
-        path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-        return path
+        return write_text_atomic(json.dumps(self.to_dict(), indent=1) + "\n", path)
 
 
 def _short(sizes) -> str:
@@ -271,9 +270,8 @@ def fit_latency_model(net, batch_size: int = 64, threads: int | None = 1, states
 
     A minute for a CIFAR ResNet-56 at batch 64 on one core; seconds for small networks.
     """
-    from prune_gym.network import PrunableNetwork  # noqa: PLC0415 - it imports this module
-
-    if not isinstance(net, PrunableNetwork):
+    # what a PrunableNetwork has (the network imports this module, so it is not imported)
+    if not all(hasattr(net, name) for name in ("cost", "kept_dims", "all_groups", "export")):
         raise InvalidArgumentError(f"net must be a PrunableNetwork (prune_gym.PrunableNetwork("
                                    f"model, example_inputs)); got {type(net).__name__}")
     batch_size = check_int(batch_size, "batch_size", minimum=1)

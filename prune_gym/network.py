@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -352,20 +353,23 @@ class PrunableNetwork:
         scores of different groups are comparable, as global pruning needs)."""
         return self._scores_for(importance)[self.groups[group].index]
 
-    def metric(self, keep, constraint: str = "macs", importance: str | None = None) -> int:
-        """``macs(keep)``, ``params(keep)`` or the predicted latency in nanoseconds (with a
-        :attr:`latency_model`) by name: what a budget constrains."""
+    def metric(self, keep, constraint: str = "macs", importance: str | None = None,
+               latency_model=None) -> int:
+        """``macs(keep)``, ``params(keep)`` or the latency in nanoseconds that
+        ``latency_model`` (a :class:`~prune_gym.latency_model.LatencyModel` of this network)
+        predicts, by name: what a budget constrains (:class:`prune_gym.budget.Budget`)."""
         return self._price(check_keep(self.groups, keep), importance,
-                           self._metric_fn(constraint))
+                           self._metric_fn(constraint, latency_model))
 
-    def _metric_fn(self, constraint: str):
+    def _metric_fn(self, constraint: str, latency_model=None):
         if constraint == "latency":
-            if self.latency_model is None:
+            latency_model = latency_model or self.latency_model
+            if latency_model is None:
                 raise InvalidArgumentError(
-                    "constraint='latency' needs a latency model of this network on this "
-                    "machine: fit one with prune_gym.fit_latency_model(net) (or prune-gym "
-                    "latency-model) and pass it as latency_model=")
-            return functools.partial(self.latency_model.price, self.cost)
+                    "constraint='latency' needs latency_model=: a LatencyModel of this network "
+                    "fitted on this machine (prune_gym.fit_latency_model(net)); pass it to "
+                    "metric() or to the budget (prune_gym.budget.Budget)")
+            return functools.partial(latency_model.price, self.cost)
         if constraint not in CONSTRAINTS:
             raise InvalidArgumentError(f"constraint={constraint!r} is not known; choose one "
                                        f"of {', '.join(CONSTRAINTS)}")
@@ -374,7 +378,15 @@ class PrunableNetwork:
     def set_latency_model(self, model) -> None:
         """Price ``constraint="latency"`` with ``model`` (a
         :class:`~prune_gym.latency_model.LatencyModel` or the JSON it was saved to; ``None``
-        removes it), after checking it was fitted on this network."""
+        removes it), after checking it was fitted on this network.
+
+        Deprecated: a latency model belongs to the budget, not to a network that searches
+        and environments share; pass ``latency_model=`` to the environment, search or
+        method, or to :class:`prune_gym.budget.Budget`.
+        """
+        warnings.warn("PrunableNetwork.set_latency_model is deprecated: pass latency_model= "
+                      "to the environment, search or method (or prune_gym.budget.Budget) "
+                      "instead", DeprecationWarning, stacklevel=2)
         if model is not None:
             model = load_latency_model(model)
             model.check_network(self)
@@ -385,10 +397,11 @@ class PrunableNetwork:
         (:meth:`~prune_gym.cost.CostModel.kept_dims`): what a latency model prices."""
         return self._price(check_keep(self.groups, keep), importance, self.cost.kept_dims)
 
-    def min_ratio(self, constraint: str = "macs") -> float:
+    def min_ratio(self, constraint: str = "macs", latency_model=None) -> float:
         """Smallest fraction of the original metric reachable (one channel per group)."""
-        full = self.metric([g.size for g in self.groups], constraint)
-        return self.metric([1 for _ in self.groups], constraint) / full
+        full = self.metric([g.size for g in self.groups], constraint, latency_model=latency_model)
+        return self.metric([1 for _ in self.groups], constraint,
+                           latency_model=latency_model) / full
 
     def _dependency_groups(self):
         if self._tp_groups is None:  # dropped when pickled; rebuild on the pristine copy

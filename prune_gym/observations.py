@@ -412,11 +412,3 @@ class ObservationEncoder:
                 "edge_mask": self._edge_mask.copy(), "block": self._block.copy(),
                 "group": self._group.copy(), "globals": glob, **extras}
 
-
-def __getattr__(name: str):
-    """``to_pyg`` moved to :mod:`prune_gym.pyg`; importing it from here still works."""
-    if name == "to_pyg":
-        from prune_gym.pyg import to_pyg
-
-        return to_pyg
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -58,8 +58,11 @@ def _params(model) -> int:
 # -- what each runnable page promises -----------------------------------------------------
 def check_quickstart(ns: dict, tmp_path: Path) -> None:
     assert ns["agent"].num_timesteps >= 256
-    info = ns["info"]
-    assert 0.0 <= info["accuracy"] <= 1.0 and info["cost"] >= 0.0
+    info, env = ns["info"], ns["env"].unwrapped  # the episode's end, as the page says
+    assert info["accuracy"] == env.evaluate_state(info["keep_state"])
+    macs = env.net.macs(info["keep_state"])
+    assert info["cost"] == pytest.approx(max(0.0, macs / (0.5 * env.net.base_macs) - 1),
+                                         rel=1e-12, abs=1e-15)
     from prune_gym.tasks import make_task
 
     assert ns["env"].unwrapped.net.base_params == _params(make_task("digits-cnn-v0").model)
@@ -110,11 +113,11 @@ def check_prune_your_cnn(ns: dict, tmp_path: Path) -> None:
     assert len(ns["taylor"].scores(0)) == 32
     assert [g.name for g in ns["frozen"].groups] == ["stem.0", "head.0"]
     assert (tmp_path / "my_cnn_latency.json").is_file()  # the latency budget section
-    net.set_latency_model(ns["latency"])
-    full = net.metric([g.size for g in net.groups], "latency")
+    latency = ns["latency"]
+    full = net.metric([g.size for g in net.groups], "latency", latency_model=latency)
     assert ns["fast_info"]["latency_ratio"] == pytest.approx(
-        net.metric(ns["fast_env"].unwrapped.keep, "latency") / full)
-    assert net.metric(ns["fast_keep"], "latency") <= 0.8 * full
+        net.metric(ns["fast_env"].unwrapped.keep, "latency", latency_model=latency) / full)
+    assert net.metric(ns["fast_keep"], "latency", latency_model=latency) <= 0.8 * full
 
 
 def check_benchmark_your_rl(ns: dict, tmp_path: Path) -> None:

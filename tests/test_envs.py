@@ -148,8 +148,11 @@ def test_cost_is_normalised_violation_paid_at_episode_end(make, net, env_id) -> 
             final = term or trunc
             assert set(info) >= {"cost", "macs_ratio", "params_ratio", "feasible", "keep",
                                  "evaluations"}
-            assert info["cost"] >= 0.0 and isinstance(info["cost"], float)
             macs = net.macs(base.keep_state(), base.importance)
+            # paid once, at the episode's end: 0 before, the violation then
+            assert isinstance(info["cost"], float) and info["cost"] == pytest.approx(
+                max(0.0, macs / (0.4 * net.base_macs) - 1) if final else 0.0,
+                rel=1e-12, abs=1e-15)
             assert info["macs"] == macs and info["keep"] == base.keep
             assert math.isclose(info["macs_ratio"], macs / net.base_macs)
             assert info["feasible"] == (macs <= 0.4 * net.base_macs)

@@ -30,7 +30,7 @@ def b():
 
 
 def ppo(env, **policy_kwargs) -> PPO:
-    return PPO("GraphPolicy", env, n_steps=64, batch_size=64, n_epochs=2, seed=0,
+    return PPO(GraphPolicy, env, n_steps=64, batch_size=64, n_epochs=2, seed=0,
                device="cpu", policy_kwargs={**SMALL, **policy_kwargs})
 
 
@@ -169,7 +169,7 @@ def test_train_on_a_act_on_b(task, net, b, env_id) -> None:
 
 def test_bad_inputs(task, net) -> None:
     with pytest.raises(InvalidArgumentError, match="observation space"):
-        PPO("GraphPolicy", gym.make("CartPole-v1"))
+        PPO(GraphPolicy, gym.make("CartPole-v1"))
     with pytest.raises(InvalidArgumentError, match="obs_mode"):
         GraphPolicy(make_env("DNNGraph-v0", task, net, obs_mode="graph").observation_space,
                     spaces.Box(-1, 1, (3,)), lambda _: 1e-3)
@@ -185,7 +185,7 @@ def test_bad_inputs(task, net) -> None:
     with pytest.raises(InvalidArgumentError, match="features_extractor_class"):
         ppo(env, features_extractor_class=FlattenExtractor)
     with pytest.raises(InvalidArgumentError, match="use_sde"):
-        PPO("GraphPolicy", env, use_sde=True, device="cpu")
+        PPO(GraphPolicy, env, use_sde=True, device="cpu")
 
 
 @pytest.mark.parametrize("shared", [True, False])
@@ -204,3 +204,48 @@ def test_sb3_value_path_is_intact(task, net, shared) -> None:
         by_hand = policy.value_net(policy.mlp_extractor.forward_critic(critic))
         torch.testing.assert_close(values, by_hand)
         torch.testing.assert_close(policy.predict_values(batch), by_hand)
+
+
+def test_policy_aliases_are_the_algorithms_own(task, net) -> None:
+    """"GraphPolicy" is declared on the project's algorithm classes (SB3's policy_aliases),
+    not patched into SB3's."""
+    from agents import MaskablePPOLagrangian, PPOLagrangian
+    from agents.common.policies import MaskableGraphPolicy
+
+    assert PPOLagrangian.policy_aliases["GraphPolicy"] is GraphPolicy
+    assert MaskablePPOLagrangian.policy_aliases["GraphPolicy"] is MaskableGraphPolicy
+    assert "GraphPolicy" not in PPO.policy_aliases
+
+
+def test_maskable_graph_policy_honours_action_masks(task, net) -> None:
+    """MaskablePPOLagrangian("GraphPolicy", ChannelMask-v0) trains, and a bit its action
+    mask forbids is never set (one it forces is always set), sampled or deterministic."""
+    from agents import MaskablePPOLagrangian
+    from agents.common.policies import MaskableGraphPolicy
+
+    env = Monitor(make_env("ChannelMask-v0", task, net))
+    model = MaskablePPOLagrangian("GraphPolicy", env, n_steps=32, batch_size=32, n_epochs=1,
+                                  seed=0, device="cpu", cost_key="signed_cost",
+                                  policy_kwargs=SMALL)
+    assert isinstance(model.policy, MaskableGraphPolicy)
+    model.learn(32)
+    obs, _ = env.reset(seed=0)
+    masks = env.unwrapped.action_masks().reshape(-1, 2)
+    real = int(masks[:, 1].sum())  # the current group's channels may be 0 or 1
+    assert real >= 2
+    masks[0, 1] = False  # channel 0 may not be kept
+    masks[1, 0] = False  # channel 1 may not be dropped
+    flat = masks.reshape(-1)
+    with torch.no_grad():
+        dist = model.policy.get_distribution(as_batch([obs]), action_masks=flat[None])
+        samples = torch.stack([dist.sample()[0] for _ in range(50)])
+    assert (samples[:, 0] == 0).all() and (samples[:, 1] == 1).all()
+    assert not samples[:, real:].any()  # padding is never set
+    for deterministic in (True, False):
+        action, _ = model.predict(obs, deterministic=deterministic, action_masks=flat)
+        assert action[0] == 0 and action[1] == 1
+    forced = samples[0].clone()
+    with torch.no_grad():  # the forced bits cost nothing; a forbidden one is impossible
+        allowed = dist.log_prob(forced[None])
+        forced[0] = 1
+        assert dist.log_prob(forced[None]) < allowed - 1e6

@@ -15,6 +15,7 @@ from torch import nn
 from agents.baselines import global_magnitude, uniform
 from agents.methods import make_network, run_method
 from prune_gym import LatencyModel, PrunableNetwork, fit_latency_model, load_latency_model
+from prune_gym.budget import Budget
 from prune_gym.errors import InvalidArgumentError
 from prune_gym.latency_model import _pad
 
@@ -33,9 +34,7 @@ def latency_model(net) -> LatencyModel:
 @pytest.fixture(scope="module")
 def budget(net, latency_model) -> float:
     """Halfway between the latency of one channel per group and the full network's."""
-    net = pickle.loads(pickle.dumps(net))
-    net.set_latency_model(latency_model)
-    return round((1 + net.min_ratio("latency")) / 2, 3)
+    return round((1 + net.min_ratio("latency", latency_model)) / 2, 3)
 
 
 def random_keeps(net, n: int, seed: int = 0) -> list[list[int]]:
@@ -65,29 +64,30 @@ def test_fit_is_monotone_saved_and_checked(net, latency_model, tmp_path) -> None
     fit = model.fit
     assert fit["states"] == 8 and len(fit["measured"]) == 8 and fit["measured"][0] == 1.0
     assert 0 <= fit["loo_mean_abs_error"] <= fit["loo_max_abs_error"]
-    net = pickle.loads(pickle.dumps(net))  # a private copy: the fixture is shared
-    net.set_latency_model(model)
-    full = net.metric([g.size for g in net.groups], "latency")
+    bound = Budget(1.0, "latency", latency_model=model).bind(net)  # the model prices it
+    full = bound.metric([g.size for g in net.groups])
     # the full network is predicted from its own features: base_s x sum of the coefficients
     assert full == pytest.approx(model.base_s * 1e9 * sum(model.coefficients), rel=1e-6)
     # adding a channel to any group never lowers the price (a budget needs it)
     for keep in random_keeps(net, 6, seed=1):
-        price = net.metric(keep, "latency")
+        price = bound.metric(keep)
         for i, g in enumerate(net.groups):
             if keep[i] < g.size:
                 grown = list(keep)
                 grown[i] += 1
-                assert net.metric(grown, "latency") >= price
-    # saved and loaded: the same prices; a pickled network keeps its model
+                assert bound.metric(grown) >= price
+    # saved and loaded: the same prices; the deprecated network-held model prices alike,
+    # and a pickled network keeps it
     path = model.save(tmp_path / "m.json")
     again = load_latency_model(path)
     keep = random_keeps(net, 1, seed=2)[0]
     copy = make_network("digits-cnn-v0")
-    copy.set_latency_model(str(path))
-    assert copy.metric(keep, "latency") == net.metric(keep, "latency")
+    with pytest.warns(DeprecationWarning, match="set_latency_model is deprecated"):
+        copy.set_latency_model(str(path))
+    assert copy.metric(keep, "latency") == bound.metric(keep)
+    assert Budget(0.5, "latency").bind(copy).metric(keep) == bound.metric(keep)
     assert again == model
-    assert pickle.loads(pickle.dumps(net)).metric(keep, "latency") == net.metric(keep,
-                                                                                  "latency")
+    assert pickle.loads(pickle.dumps(copy)).metric(keep, "latency") == bound.metric(keep)
 
 
 def test_bad_latency_models_are_named(net, latency_model, tmp_path) -> None:
@@ -96,16 +96,16 @@ def test_bad_latency_models_are_named(net, latency_model, tmp_path) -> None:
         fresh.metric([g.size for g in fresh.groups], "latency")
     other = make_network("digits-resnet-v0")
     with pytest.raises(InvalidArgumentError, match="fitted on a network with channel groups"):
-        other.set_latency_model(latency_model)
+        Budget(0.5, "latency", latency_model=latency_model).bind(other)
     with pytest.raises(InvalidArgumentError, match="is not a file"):
-        fresh.set_latency_model(str(tmp_path / "missing.json"))
+        Budget(0.5, "latency", latency_model=str(tmp_path / "missing.json"))
     garbage = tmp_path / "g.json"
     garbage.write_text("{not json")
     with pytest.raises(InvalidArgumentError, match="not readable JSON"):
-        fresh.set_latency_model(garbage)
+        Budget(0.5, "latency", latency_model=garbage)
     garbage.write_text(json.dumps({"format": "something else"}))
     with pytest.raises(InvalidArgumentError, match="latency_model must be"):
-        fresh.set_latency_model(garbage)
+        Budget(0.5, "latency", latency_model=garbage)
     with pytest.raises(InvalidArgumentError, match="states"):
         fit_latency_model(fresh, states=3)
     with pytest.raises(InvalidArgumentError, match="net must be a PrunableNetwork"):
@@ -118,7 +118,7 @@ def test_envs_price_the_latency_budget(make, latency_model, env_id, mode) -> Non
     env = make(env_id, budget=ENV_BUDGET, constraint="latency", latency_model=latency_model,
                constraint_mode=mode, eval_cache=64)
     base = env.unwrapped
-    full = base.net.metric(base.sizes.tolist(), "latency")
+    full = base.bound.metric(base.sizes.tolist())
     env.action_space.seed(0)
     finals = []
     for episode in range(3):
@@ -128,7 +128,7 @@ def test_envs_price_the_latency_budget(make, latency_model, env_id, mode) -> Non
         while not done:
             _, _, term, trunc, info = env.step(env.action_space.sample())
             done = term or trunc
-        ratio = base.net.metric(base.keep_state(), "latency") / full
+        ratio = base.bound.metric(base.keep_state()) / full
         assert info["latency_ratio"] == pytest.approx(ratio)
         assert info["feasible"] == (ratio <= ENV_BUDGET)
         assert info["signed_cost"] == pytest.approx(ratio / ENV_BUDGET - 1)
@@ -149,13 +149,14 @@ def test_env_arguments_are_checked(make, latency_model) -> None:
 
 
 def test_baselines_meet_a_latency_budget(net, latency_model, budget) -> None:
-    net = pickle.loads(pickle.dumps(net))
-    net.set_latency_model(latency_model)
-    limit = budget * net.metric([g.size for g in net.groups], "latency")
-    for keep in (uniform(net, budget, "latency"), global_magnitude(net, budget, "latency")):
-        assert net.metric(keep, "latency") <= limit
+    spec = Budget(budget, "latency", latency_model=latency_model)
+    limit = budget * net.metric([g.size for g in net.groups], "latency",
+                                latency_model=latency_model)
+    for keep in (uniform(net, spec), global_magnitude(net, budget, "latency",
+                                                      latency_model=latency_model)):
+        assert net.metric(keep, "latency", latency_model=latency_model) <= limit
     # a latency budget is another constraint than the MACs one
-    assert uniform(net, budget, "latency") != uniform(net, budget, "macs")
+    assert uniform(net, spec) != uniform(net, budget, "macs")
 
 
 def test_run_method_and_its_run_directory(latency_model, budget, tmp_path) -> None:
@@ -174,7 +175,7 @@ def test_run_method_and_its_run_directory(latency_model, budget, tmp_path) -> No
                    latency_model=other, run_dir=run, resume=True)
     with pytest.raises(InvalidArgumentError, match="needs latency_model"):
         run_method("uniform", "digits-cnn-v0", budget=budget, constraint="latency")
-    with pytest.raises(InvalidArgumentError, match="not for rl-pruner"):
+    with pytest.raises(InvalidArgumentError, match="not for method='rl-pruner'"):
         run_method("rl-pruner", "digits-cnn-v0", budget=budget, constraint="latency",
                    latency_model=latency_model, evaluations=4)
     with pytest.raises(InvalidArgumentError, match="read only with constraint='latency'"):
@@ -187,10 +188,9 @@ def test_rl_agent_trains_on_a_latency_budget(latency_model, budget, tmp_path) ->
                         run_dir=tmp_path / "g")
     config = json.loads((tmp_path / "g" / "config.json").read_text())
     assert config["env_kwargs"]["latency_model"].endswith("latency_model.json")
-    net = make_network("digits-cnn-v0")
-    net.set_latency_model(latency_model)
-    ratio = net.metric(result.keep, "latency") / net.metric([g.size for g in net.groups],
-                                                            "latency")
+    bound = Budget(budget, "latency", latency_model=latency_model).bind(
+        make_network("digits-cnn-v0"))
+    ratio = bound.ratio(bound.metric(result.keep))
     assert result.feasible == (ratio <= budget)
 
 

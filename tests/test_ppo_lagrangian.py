@@ -302,8 +302,6 @@ def test_ppo_lagrangian_on_network_b_long_episodes() -> None:
 
 def test_ppo_lagrangian_with_graph_policy(make) -> None:
     pytest.importorskip("torch_geometric")
-    from agents.common import policies  # noqa: F401 - registers the "GraphPolicy" alias
-
     env = make("DNNGraph-v0", eval_samples=100)
     model = PPOLagrangian("GraphPolicy", env, cost_key="signed_cost", **REAL)
     assert type(model.policy).__name__ == "GraphPolicy"

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 import agents.rl_pruner.rl_pruner as rl_module
-from agents.baselines import budget_limit
 from agents.rl_pruner import (
     RLPruner,
     epsilon,
@@ -21,6 +20,7 @@ from agents.rl_pruner import (
     update,
 )
 from prune_gym import PrunableNetwork
+from prune_gym.budget import Budget
 from prune_gym.errors import CheckpointError, EnvStateError, InvalidArgumentError
 from prune_gym.evaluate import Evaluator
 from prune_gym.tasks import make_task
@@ -121,7 +121,7 @@ def test_reaches_the_budget_on_the_embedded_tasks(request, which, constraint):
     with time_limit(120):
         agent = RLPruner(net, evaluator, budget=0.5, constraint=constraint, seed=1,
                          **FAST).learn()
-    limit = budget_limit(net, 0.5, constraint)
+    limit = Budget(0.5, constraint).bind(net).limit
     keep = agent.predict()
     assert agent.done and net.metric(keep, constraint) <= limit
     assert net.metric(agent.keep, constraint) <= limit
@@ -215,7 +215,7 @@ def test_post_training_distils_reanalyses_and_resumes(tmp_path):
     assert whole.done and whole._current is not whole.net  # pruned from a fine-tuned model
     model = whole.export()
     pruned = PrunableNetwork(model, whole.net.example_inputs)
-    assert pruned.base_macs <= budget_limit(whole.net, 0.5)
+    assert pruned.base_macs <= Budget(0.5).bind(whole.net).limit
     assert math.isclose(whole.evaluator.evaluate(model).accuracy, whole.best["val_accuracy"])
     # the teacher is the unpruned model until a post-trained state (every 2nd step) beats it
     tuned = [s["val_accuracy"] for s in whole.step_log if s["step"] % 2 == 0]
@@ -230,9 +230,9 @@ def test_max_evaluations_is_spent_exactly(resnet, limit):
     agent = RLPruner(net, evaluator, budget=0.5, seed=0, **FAST).learn(max_evaluations=limit)
     assert evaluator.evaluations == agent.num_evaluations == limit
     assert agent.done and agent.exhausted
-    assert net.macs(agent.keep) <= budget_limit(net, 0.5)
+    assert net.macs(agent.keep) <= Budget(0.5).bind(net).limit
     assert not agent.step_log[-1]["searched"]  # the last steps split by the mean policy
-    assert net.macs(agent.predict()) <= budget_limit(net, 0.5)
+    assert net.macs(agent.predict()) <= Budget(0.5).bind(net).limit
 
 
 def test_generous_max_evaluations_is_not_reached(cnn):

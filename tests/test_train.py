@@ -131,12 +131,18 @@ def test_every_preset_trains_and_keeps_its_best_state(tmp_path, env_kwargs, pres
     model = result.model
     assert model.num_timesteps >= 64
     assert model.cost_key == "signed_cost" and model.cost_limit == 0.0
-    assert model.lagrange_multiplier >= 0.0
+    # the multiplier is exactly the rule replayed on the episode costs the run logged
+    replay = model._make_lagrange()
+    progress = rows(tmp_path / preset / "progress.csv")
+    for row in progress:
+        if row.get("train/lagrange_ep_cost"):
+            replay.update(float(row["train/lagrange_ep_cost"]))
+    assert replay.updates == model.lagrange.updates >= 1
+    assert model.lagrange_multiplier == pytest.approx(replay.value, rel=1e-12)
     best = json.loads((tmp_path / preset / "best.json").read_text())
     assert result.best == best and best["macs_ratio"] <= 0.5  # feasible, kept on disk
     config = json.loads((tmp_path / preset / "config.json").read_text())
     assert config["preset"] == preset and config["env_id"] == PRESETS[preset].env_id
-    progress = rows(tmp_path / preset / "progress.csv")
     assert "train/lagrange_multiplier" in progress[-1]
     result.env.close()
 

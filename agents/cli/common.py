@@ -97,13 +97,11 @@ class Scored:
 
 def rebuild(row: dict[str, Any], task=None) -> Scored:
     """The pruned model of a results row, as the method scored it."""
-    from agents.methods import make_evaluator, make_network
-
     task = task if task is not None else load_task(row["task"])
     if task.name != row["task"]:
         raise InvalidArgumentError(f"the row is for task {row['task']!r}, not {task.name!r}")
-    net = make_network(task, importance=row["importance"])
-    evaluator = make_evaluator(task, row["val_samples"])
+    net = task.network(row["importance"])  # the one the search analysed, if it was this task
+    evaluator = task.evaluator(row["val_samples"])
     model = net.export(row["keep"], row["importance"])
     evaluator.recalibrate(model)
     return Scored(task, net, evaluator, model)
@@ -111,9 +109,7 @@ def rebuild(row: dict[str, Any], task=None) -> Scored:
 
 def test_evaluator(task, test_samples: int | None = None):
     """The test split's evaluator (reported, never used for selection)."""
-    from prune_gym.evaluate import Evaluator
-
-    return Evaluator(task.data.test.as_tuple(), max_samples=test_samples)
+    return task.test_evaluator(test_samples)
 
 
 def finetune(scored: Scored, row: dict[str, Any], steps: int, *, batch_size: int = 64,
@@ -124,7 +120,6 @@ def finetune(scored: Scored, row: dict[str, Any], steps: int, *, batch_size: int
     Validation after the fine-tune is measured without BatchNorm recalibration: the trained
     statistics are the model's own now.
     """
-    from prune_gym.evaluate import Evaluator
     from prune_gym.finetune import distill
 
     task = scored.task
@@ -133,7 +128,7 @@ def finetune(scored: Scored, row: dict[str, Any], steps: int, *, batch_size: int
     start = time.perf_counter()
     distill(scored.model, task.model, task.data.train.as_tuple(), steps=steps,
             batch_size=batch_size, lr=lr, seed=row["seed"], progress=progress)
-    plain = Evaluator(task.val_data, max_samples=row["val_samples"])
+    plain = task.evaluator(row["val_samples"], bn_recalibration=0)
     return {"test_accuracy": before, "finetune_steps": steps,
             "finetuned_val_accuracy": plain.evaluate(scored.model).accuracy,
             "finetuned_test_accuracy": test.evaluate(scored.model).accuracy,

@@ -27,7 +27,6 @@ from agents.cli.common import (
 from agents.cli.progress import Progress
 from prune_gym.errors import InvalidArgumentError
 
-BASELINE_METHODS = ("uniform", "global-magnitude", "random-search")
 DEFAULT_AGENT = "ppo-lagrangian-gat"
 RESULT_FILES = ("results.csv", "demo.json", "demo.md", "accuracy_vs_macs.png")
 
@@ -88,14 +87,16 @@ def run_demo(args: argparse.Namespace) -> int:
     from agents.cli.finetune import finetune_run
     from agents.cli.plots import accuracy_vs_macs, curve_plot
     from agents.cli.search import check_agent_env
-    from agents.methods import make_evaluator, run_method
+    from agents.methods import baseline_names, run_method
     from agents.results import as_row, write_results
-    from prune_gym.cost import check_budget
+    from prune_gym.budget import Budget
 
     start = time.perf_counter()
-    budget = check_budget(args.budget, "--budget")
+    spec = Budget(args.budget, argument="--budget")
+    budget = spec.fraction
     agent = check_agent_env(args.agent, None)
-    if agent.kind == "heuristic" or agent.name in BASELINE_METHODS:
+    baselines = baseline_names()
+    if agent.kind == "heuristic" or agent.name in baselines:
         raise InvalidArgumentError(f"--agent {args.agent!r} is one of the baselines; choose a "
                                    "learned method from 'prune-gym agents'")
     out = Path(args.out)
@@ -105,19 +106,19 @@ def run_demo(args: argparse.Namespace) -> int:
 
     _step(1, f"task {args.task} (trained and cached on first use)")
     task = load_task(args.task)
-    val = make_evaluator(task, args.val_samples)
+    val = task.evaluator(args.val_samples)
     test = test_evaluator(task)
     unpruned = {"val_accuracy": val.evaluate(task.model).accuracy,
                 "test_accuracy": test.evaluate(task.model).accuracy}
 
-    _step(2, f"search: {', '.join(BASELINE_METHODS)} and {agent.name}, budget {budget:g} of "
-          f"MACs, {args.evaluations} evaluations each")
+    _step(2, f"search: {', '.join(baselines)} and {agent.name}, budget "
+          f"{budget:g} of MACs, {args.evaluations} evaluations each")
     rows = []
-    for name in (*BASELINE_METHODS, agent.name):
+    for name in (*baselines, agent.name):
         spend = None if name in ("uniform", "global-magnitude") else args.evaluations
         with Progress(name, total=spend, unit="eval") as bar:
             result = run_method(
-                name, task, budget=budget, evaluations=spend, seed=args.seed,
+                name, task, budget=spec, evaluations=spend, seed=args.seed,
                 run_dir=out / name, val_samples=args.val_samples,
                 on_progress=lambda e, best, bar=bar: bar.update(
                     e, "" if best is None else f"best feasible val acc {best:.4f}"))

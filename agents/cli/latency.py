@@ -40,7 +40,6 @@ def add_commands(sub) -> None:
 
 
 def run_latency_model(args: argparse.Namespace) -> int:
-    from agents.methods import make_network
     from prune_gym.latency_model import fit_latency_model
 
     out = Path(args.out)
@@ -50,7 +49,7 @@ def run_latency_model(args: argparse.Namespace) -> int:
         raise InvalidArgumentError(f"--out {str(out)!r}: folder {str(out.parent)!r} does not "
                                    "exist")
     task = load_task(args.task)
-    net = make_network(task)
+    net = task.network()
     start = time.perf_counter()
     model = fit_latency_model(net, batch_size=args.batch_size, threads=args.threads,
                               states=args.states, rounds=args.rounds, runtime=args.runtime,

@@ -64,13 +64,12 @@ def run_agents(args: argparse.Namespace) -> int:
 
 
 def run_describe(args: argparse.Namespace) -> int:
-    from agents.methods import make_network
     from prune_gym.network import PruningWarning
 
     task = load_task(args.task)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", PruningWarning)
-        net = make_network(task, importance=args.importance)
+        net = task.network(args.importance)
     for w in caught:
         print(f"note: {w.message}", file=sys.stderr)
     print(net.describe())

@@ -107,10 +107,14 @@ def add_latency_option(p) -> None:
                    "machine ('prune-gym latency-model --task T --out FILE' makes one)")
 
 
-def _budget(value: float | None, task) -> float:
-    from prune_gym.cost import check_budget
+def _budget(args: argparse.Namespace, task=None):
+    """The options' :class:`~prune_gym.budget.Budget` (checked once; ``--budget`` defaults
+    to the task's)."""
+    from prune_gym.budget import Budget
 
-    return task.budget if value is None else check_budget(value, "--budget")
+    fraction = args.budget if args.budget is not None else task.budget
+    return Budget(fraction, args.constraint, getattr(args, "round_to", None),
+                  getattr(args, "latency_model", None), argument="--budget")
 
 
 def _resume_command(args: argparse.Namespace, out: Path) -> str:
@@ -130,10 +134,10 @@ def run_search(args: argparse.Namespace) -> int:
     from agents.methods import run_method
 
     method = check_agent_env(args.agent, args.env)
-    if args.budget is not None:
-        _budget(args.budget, None)  # the range, before the task is built
+    spec = _budget(args) if args.budget is not None else None  # before the task is built
     task = load_task(args.task)
-    args.budget = _budget(args.budget, task)
+    spec = spec or _budget(args, task)
+    args.budget = spec.fraction
     if method.kind != "heuristic" and args.evaluations is None and args.timesteps is None:
         args.evaluations = DEFAULT_EVALUATIONS
     if method.kind == "heuristic":
@@ -148,11 +152,10 @@ def run_search(args: argparse.Namespace) -> int:
             bar.update(evaluations, "no feasible state yet" if best is None
                        else f"best feasible val acc {best:.4f}")
 
-        result = run_method(args.agent, task, budget=args.budget, constraint=args.constraint,
-                            evaluations=args.evaluations, timesteps=args.timesteps,
-                            seed=args.seed, run_dir=out, resume=args.resume,
-                            val_samples=args.val_samples, round_to=args.round_to,
-                            latency_model=args.latency_model, on_progress=on_progress)
+        result = run_method(args.agent, task, budget=spec, evaluations=args.evaluations,
+                            timesteps=args.timesteps, seed=args.seed, run_dir=out,
+                            resume=args.resume, val_samples=args.val_samples,
+                            on_progress=on_progress)
     curve_plot(result.history, out / "curve.png",
                f"{args.agent} on {task.name}, budget {args.budget:g} of {args.constraint}")
     state = "feasible" if result.feasible else "NOT feasible (no state met the budget)"
@@ -169,24 +172,23 @@ def run_search(args: argparse.Namespace) -> int:
 
 
 def run_baselines(args: argparse.Namespace) -> int:
-    from agents.methods import make_evaluator, run_method
+    from agents.methods import baseline_names, run_method
     from agents.results import as_row, write_results
 
-    if args.budget is not None:
-        _budget(args.budget, None)
+    spec = _budget(args) if args.budget is not None else None  # before the task is built
     task = load_task(args.task)
-    budget = _budget(args.budget, task)
+    spec = spec or _budget(args, task)
+    budget = spec.fraction
     test = test_evaluator(task)
-    base_val = make_evaluator(task, args.val_samples).evaluate(task.model).accuracy
+    base_val = task.evaluator(args.val_samples).evaluate(task.model).accuracy
     base_test = test.evaluate(task.model).accuracy
     rows, lines = [], [["unpruned", 1.0, 1.0, base_val, base_test, "-"]]
-    for name in ("uniform", "global-magnitude", "random-search"):
+    for name in baseline_names():
         with Progress(name, total=None if name != "random-search" else args.evaluations,
                       unit="eval") as bar:
-            result = run_method(name, task, budget=budget, constraint=args.constraint,
+            result = run_method(name, task, budget=spec,
                                 evaluations=args.evaluations if name == "random-search"
                                 else None, seed=args.seed, val_samples=args.val_samples,
-                                round_to=args.round_to, latency_model=args.latency_model,
                                 on_progress=lambda e, best, bar=bar: bar.update(e))
         row = as_row(result.row())
         row["test_accuracy"] = test.evaluate(rebuild(row, task).model).accuracy

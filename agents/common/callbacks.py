@@ -13,44 +13,34 @@ with any SB3 algorithm and any vectorisation.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from stable_baselines3.common.callbacks import BaseCallback
 
+from agents.run_dir import RunDirectory, best_state
+from prune_gym.files import atomic_path, write_json_atomic
 
-def write_json_atomic(data: Any, path: Path) -> None:
-    """Write to a temporary file beside ``path`` and rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+__all__ = ["BestStateCallback", "RunCheckpointCallback", "write_json_atomic"]
 
 
 class BestStateCallback(BaseCallback):
     """Track the best feasible final state of the episodes (highest ``info["accuracy"]``).
 
     Args:
-        path: where to keep it (``best.json``), or None to keep it in memory only. An
-            existing file is read back, so a resumed run keeps the best of before.
+        run: the run directory whose ``best.json`` keeps it
+            (:meth:`~agents.run_dir.RunDirectory.write_best`), or None to keep it in memory
+            only. An existing file is read back, so a resumed run keeps the best of before.
     """
 
-    def __init__(self, path: str | os.PathLike | None, verbose: int = 0):
+    def __init__(self, run: RunDirectory | None, verbose: int = 0):
         super().__init__(verbose)
-        self.path = Path(path) if path is not None else None
-        self.best: dict[str, Any] | None = None
+        self.run = run
+        self.best: dict[str, Any] | None = run.read_best() if run is not None else None
         self.episodes = 0
         self.feasible_episodes = 0
-        if self.path is not None and self.path.is_file():
-            self.best = json.loads(self.path.read_text())
 
     def _on_step(self) -> bool:
         dones = self.locals.get("dones")
@@ -63,14 +53,13 @@ class BestStateCallback(BaseCallback):
             self.feasible_episodes += 1
             accuracy = float(info["accuracy"])
             if self.best is None or accuracy > self.best["accuracy"]:
-                self.best = {"accuracy": accuracy, "keep": info["keep"],
-                             "keep_state": info.get("keep_state", info["keep"]),
-                             "macs_ratio": info["macs_ratio"],
-                             "params_ratio": info["params_ratio"],
-                             "evaluations": info.get("evaluations"),
-                             "timestep": int(self.num_timesteps)}
-                if self.path is not None:
-                    write_json_atomic(self.best, self.path)
+                self.best = best_state(
+                    accuracy=accuracy, keep_state=info.get("keep_state", info["keep"]),
+                    macs_ratio=info["macs_ratio"], params_ratio=info["params_ratio"],
+                    feasible=True, evaluations=info.get("evaluations"),
+                    timestep=self.num_timesteps)
+                if self.run is not None:
+                    self.run.write_best(self.best)
         if self.best is not None:
             self.logger.record("rollout/best_feasible_accuracy", self.best["accuracy"])
         if self.episodes:
@@ -100,9 +89,8 @@ class RunCheckpointCallback(BaseCallback):
         """Save now; return the agent's path."""
         self.dir.mkdir(parents=True, exist_ok=True)
         target = self.dir / "latest.zip"
-        tmp = self.dir / "latest.part.zip"
-        self.model.save(tmp)
-        os.replace(tmp, target)
+        with atomic_path(target) as tmp:  # its suffix (.part) keeps SB3 from adding .zip
+            self.model.save(tmp)
         if self.wrapper is not None:
             self.wrapper.save(self.dir / "lagrangian.json")
         write_json_atomic({"timesteps": int(self.model.num_timesteps)},

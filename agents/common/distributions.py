@@ -11,12 +11,24 @@ is SB3's.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from stable_baselines3.common.distributions import (
     BernoulliDistribution,
     DiagGaussianDistribution,
 )
 from torch.distributions import Bernoulli
+
+
+def apply_bit_masks(logits: torch.Tensor, action_masks) -> torch.Tensor:
+    """Bernoulli ``logits`` (``(B, S)``) under sb3-contrib's MultiBinary action masks
+    (``(B, 2 * S)``: a ``(can be 0, can be 1)`` pair per bit): a bit that cannot be 1 gets
+    probability 0, one that cannot be 0 probability 1."""
+    masks = torch.as_tensor(np.asarray(action_masks), dtype=torch.bool,
+                            device=logits.device).reshape(logits.shape[0], -1, 2)
+    big = torch.finfo(logits.dtype).max / 4
+    logits = torch.where(masks[..., 1], logits, torch.full_like(logits, -big))
+    return torch.where(masks[..., 0], logits, torch.full_like(logits, big))
 
 
 class MaskedDiagGaussianDistribution(DiagGaussianDistribution):
@@ -61,6 +73,13 @@ class MaskedBernoulliDistribution(BernoulliDistribution):
         self.distribution = Bernoulli(logits=action_logits)
         self.mask = torch.ones_like(action_logits) if mask is None else mask.to(action_logits)
         return self
+
+    def apply_masking(self, action_masks) -> None:
+        """Honour sb3-contrib's action masks (``(B, 2 * S)``, a ``(can be 0, can be 1)``
+        pair per bit), as its maskable distributions do: a bit allowed one value only
+        takes it."""
+        self.distribution = Bernoulli(logits=apply_bit_masks(self.distribution.logits,
+                                                             action_masks))
 
     def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
         return (self.distribution.log_prob(actions.to(self.mask)) * self.mask).sum(dim=1)

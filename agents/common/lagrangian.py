@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from prune_gym.arguments import check_number
 from prune_gym.errors import CheckpointError, InvalidArgumentError
 
 RULES = ("gradient", "pid")
@@ -51,21 +52,6 @@ RULE_DEFAULTS: dict[str, dict[str, Any]] = {
     "pid": {"kp": 0.1, "ki": 0.01, "kd": 0.01, "ema": 0.95, "delay": 10},
 }
 STATE_VERSION = 1
-
-
-def check_number(name: str, value: Any, *, low: float = 0.0, high: float = math.inf,
-            low_open: bool = False, hint: str = "") -> float:
-    """``value`` as a finite float in ``[low, high]`` (or ``(low, high]``), else a clear error."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise InvalidArgumentError(f"{name} must be a number; got {value!r} "
-                                   f"({type(value).__name__}){hint}")
-    value = float(value)
-    bad_low = value <= low if low_open else value < low
-    if not math.isfinite(value) or bad_low or value > high:
-        interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
-        raise InvalidArgumentError(f"{name}={value!r} is outside {interval}; it must be a finite "
-                                   f"number in that range{hint}")
-    return value
 
 
 class Lagrangian:
@@ -97,14 +83,14 @@ class Lagrangian:
                 f"lagrangian_kwargs {unknown} are not arguments of the {rule!r} rule; it takes "
                 f"lambda_init, lambda_max and {sorted(RULE_DEFAULTS[rule])}")
         self.rule = rule
-        self.cost_limit = check_number("cost_limit", cost_limit)
-        self.lambda_max = check_number("lambda_max", lambda_max, low_open=True)
-        self.lambda_init = check_number("lambda_init", lambda_init, high=self.lambda_max,
-                                   hint=" (between 0 and lambda_max)")
+        self.cost_limit = check_number(cost_limit, "cost_limit", low=0.0, low_open=False)
+        self.lambda_max = check_number(lambda_max, "lambda_max", low=0.0)
+        self.lambda_init = check_number(lambda_init, "lambda_init", low=0.0, low_open=False,
+                                        high=self.lambda_max, meaning="at most lambda_max")
         options = {**RULE_DEFAULTS[rule], **rule_kwargs}
         self.updates = 0
         if rule == "gradient":
-            self.lr = check_number("lr", options["lr"])
+            self.lr = check_number(options["lr"], "lr", low=0.0, low_open=False)
             if options["optimizer"] not in OPTIMIZERS:
                 raise InvalidArgumentError(f"optimizer={options['optimizer']!r} is unknown; use "
                                            f"one of {sorted(OPTIMIZERS)}")
@@ -115,8 +101,8 @@ class Lagrangian:
             self._optimizer = OPTIMIZERS[self.optimizer_name]([self._param], lr=self.lr)
         else:
             for gain in ("kp", "ki", "kd"):
-                setattr(self, gain, check_number(gain, options[gain]))
-            self.ema = check_number("ema", options["ema"], high=1.0)
+                setattr(self, gain, check_number(options[gain], gain, low=0.0, low_open=False))
+            self.ema = check_number(options["ema"], "ema", low=0.0, low_open=False, high=1.0)
             if self.ema == 1.0:
                 raise InvalidArgumentError("ema=1.0 would never move the P and D averages; use "
                                            "a number in [0, 1), e.g. 0.95")
@@ -155,7 +141,7 @@ class Lagrangian:
         Returns:
             The new ``lambda``.
         """
-        cost = check_number("mean_episode_cost", mean_episode_cost, low=-math.inf)
+        cost = check_number(mean_episode_cost, "mean_episode_cost")
         error = cost - self.cost_limit
         if self.rule == "gradient":
             # ascent on lambda * (J_c - d) is descent on its negative

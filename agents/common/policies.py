@@ -21,7 +21,12 @@ The log-std is one number for all dimensions. SB3's value path is untouched:
 ``extract_features(obs)`` -> ``mlp_extractor.forward_critic`` -> ``value_net``, so algorithms
 that add critics on the critic latent (PPOLagrangian's cost critic) work unchanged.
 
-Importing this module registers the alias, so ``PPO("GraphPolicy", env)`` (and A2C's) works.
+:class:`MaskableGraphPolicy` is the same policy for sb3-contrib's ``MaskablePPO`` (and
+:class:`~agents.ppo_lagrangian.MaskablePPOLagrangian`): it honours the environment's
+action masks (a bit that may take one value only takes it). The project's algorithms
+declare both under SB3's ``policy_aliases``, so ``PPOLagrangian("GraphPolicy", env)`` and
+``MaskablePPOLagrangian("GraphPolicy", env)`` work; SB3's own ``PPO`` and ``A2C`` take the
+class, ``PPO(GraphPolicy, env)``.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from typing import Any
 
 import torch
 from gymnasium import spaces
-from stable_baselines3 import A2C, PPO
+from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.preprocessing import preprocess_obs
@@ -146,32 +151,15 @@ class NodeActionHead(nn.Module):
         return out * mask, mask
 
 
-class GraphPolicy(ActorCriticPolicy):
-    """An ``ActorCriticPolicy`` whose actor is a per-node head on graph embeddings.
-
-    Use it as ``PPO(GraphPolicy, env)`` or ``PPO("GraphPolicy", env)`` (also with A2C and
-    SB3 ``PPO`` subclasses). Everything SB3's ``ActorCriticPolicy`` takes is accepted; the
-    features extractor defaults to :class:`~agents.common.torch_layers.GATExtractor` and
-    must be a :class:`~agents.common.torch_layers.GraphExtractor`.
-
-    Args:
-        observation_space: a prune-gym padded graph ``Dict`` space.
-        action_space: the env's action space (see :func:`resolve_action_head`).
-        lr_schedule: SB3's learning-rate schedule.
-        action_head: ``"auto"`` (default: inferred from the spaces), ``"group"``,
-            ``"current"`` or ``"channel"``.
-        head_hidden: hidden width of the per-node head.
-        **kwargs: passed to ``ActorCriticPolicy`` (``net_arch``, ``features_extractor_kwargs``...).
-
-    Raises:
-        InvalidArgumentError: the env has no graph observation, its action space has no
-            per-node head, ``use_sde`` is set, or the extractor is not a graph extractor.
-    """
+class _GraphActorCritic:
+    """What :class:`GraphPolicy` and :class:`MaskableGraphPolicy` share: the per-node actor
+    on graph embeddings, on top of SB3's (or sb3-contrib's maskable) actor-critic policy."""
 
     def __init__(self, observation_space: spaces.Space, action_space: spaces.Space,
                  lr_schedule, *, action_head: str = "auto", head_hidden: int = 64,
                  features_extractor_class: type = GATExtractor, **kwargs: Any):
-        check_graph_space(observation_space, "GraphPolicy (the env's observation space)")
+        check_graph_space(observation_space, f"{type(self).__name__} (the env's observation "
+                                             "space)")
         self.action_head = resolve_action_head(observation_space, action_space, action_head)
         if not (isinstance(features_extractor_class, type)
                 and issubclass(features_extractor_class, GraphExtractor)):
@@ -216,9 +204,10 @@ class GraphPolicy(ActorCriticPolicy):
         data.update(action_head=self.action_head, head_hidden=self.head_hidden)
         return data
 
-    def _actor(self, obs) -> tuple[Distribution, torch.Tensor, dict[str, torch.Tensor]]:
-        """The action distribution, the actor's features and the preprocessed observation,
-        from one graph embedding."""
+    def _actor(self, obs, action_masks=None
+               ) -> tuple[Distribution, torch.Tensor, dict[str, torch.Tensor]]:
+        """The action distribution (``action_masks`` applied, when given), the actor's
+        features and the preprocessed observation, from one graph embedding."""
         preprocessed = preprocess_obs(obs, self.observation_space,
                                       normalize_images=self.normalize_images)
         extractor = self.pi_features_extractor
@@ -230,6 +219,8 @@ class GraphPolicy(ActorCriticPolicy):
             distribution = self.action_dist.proba_distribution(params, mask)
         else:
             distribution = self.action_dist.proba_distribution(params, self.log_std, mask)
+        if action_masks is not None:
+            distribution.apply_masking(action_masks)
         return distribution, features, preprocessed
 
     def _values(self, preprocessed: dict[str, torch.Tensor], actor_features: torch.Tensor
@@ -239,23 +230,53 @@ class GraphPolicy(ActorCriticPolicy):
             self.vf_features_extractor(preprocessed)
         return self.value_net(self.mlp_extractor.forward_critic(features))
 
-    def forward(self, obs, deterministic: bool = False):
-        distribution, features, preprocessed = self._actor(obs)
+    def forward(self, obs, deterministic: bool = False, action_masks=None):
+        distribution, features, preprocessed = self._actor(obs, action_masks)
         actions = distribution.get_actions(deterministic=deterministic)
         log_prob = distribution.log_prob(actions)
         values = self._values(preprocessed, features)
         return actions.reshape((-1, *self.action_space.shape)), values, log_prob
 
-    def evaluate_actions(self, obs, actions: torch.Tensor):
-        distribution, features, preprocessed = self._actor(obs)
+    def evaluate_actions(self, obs, actions: torch.Tensor, action_masks=None):
+        distribution, features, preprocessed = self._actor(obs, action_masks)
         return self._values(preprocessed, features), distribution.log_prob(actions), \
             distribution.entropy()
 
-    def get_distribution(self, obs) -> Distribution:
-        return self._actor(obs)[0]
+    def get_distribution(self, obs, action_masks=None) -> Distribution:
+        return self._actor(obs, action_masks)[0]
 
 
-# The string alias: SB3 looks policies up in the algorithm's ``policy_aliases`` dict, which
-# PPO subclasses inherit; a fresh dict leaves SB3's own untouched for other classes.
-for _algo in (PPO, A2C):
-    _algo.policy_aliases = {**_algo.policy_aliases, "GraphPolicy": GraphPolicy}
+class GraphPolicy(_GraphActorCritic, ActorCriticPolicy):
+    """An ``ActorCriticPolicy`` whose actor is a per-node head on graph embeddings.
+
+    Use it as ``PPO(GraphPolicy, env)`` (SB3's PPO, A2C and their subclasses), or by name
+    with the project's algorithms: ``PPOLagrangian("GraphPolicy", env)``. Everything
+    SB3's ``ActorCriticPolicy`` takes is accepted; the
+    features extractor defaults to :class:`~agents.common.torch_layers.GATExtractor` and
+    must be a :class:`~agents.common.torch_layers.GraphExtractor`.
+
+    Args:
+        observation_space: a prune-gym padded graph ``Dict`` space.
+        action_space: the env's action space (see :func:`resolve_action_head`).
+        lr_schedule: SB3's learning-rate schedule.
+        action_head: ``"auto"`` (default: inferred from the spaces), ``"group"``,
+            ``"current"`` or ``"channel"``.
+        head_hidden: hidden width of the per-node head.
+        **kwargs: passed to ``ActorCriticPolicy`` (``net_arch``, ``features_extractor_kwargs``...).
+
+    Raises:
+        InvalidArgumentError: the env has no graph observation, its action space has no
+            per-node head, ``use_sde`` is set, or the extractor is not a graph extractor.
+    """
+
+
+class MaskableGraphPolicy(_GraphActorCritic, MaskableActorCriticPolicy):
+    """:class:`GraphPolicy` for sb3-contrib's ``MaskablePPO`` and
+    :class:`~agents.ppo_lagrangian.MaskablePPOLagrangian` (``"GraphPolicy"`` by name there).
+
+    It acts on ``ChannelMask-v0``'s ``MultiBinary`` channel bits and honours the action
+    masks (``env.action_masks()``: a ``(can be 0, can be 1)`` pair per bit): a bit allowed
+    one value only takes it, with log-probability 0 and no entropy. Arguments as for
+    :class:`GraphPolicy` (``**kwargs``: sb3-contrib's ``MaskableActorCriticPolicy``'s).
+    """
+

@@ -27,14 +27,14 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch as th
 from gymnasium import spaces
 from sb3_contrib import MaskablePPO
 from stable_baselines3 import PPO
-from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.utils import explained_variance, obs_as_tensor, safe_mean
 from torch.nn import functional as F
 
@@ -45,13 +45,15 @@ from agents.common.buffers import (
     MaskableCostDictRolloutBuffer,
     MaskableCostRolloutBuffer,
 )
-from agents.common.lagrangian import Lagrangian, check_number, costs_from_infos
+from agents.common.lagrangian import Lagrangian, costs_from_infos
+from agents.common.policies import GraphPolicy, MaskableGraphPolicy
 from agents.ppo_lagrangian.cost_critic import (
     add_cost_head,
     cost_values,
     critic_latent,
     lagrangian_advantage,
 )
+from prune_gym.arguments import check_number
 from prune_gym.errors import InvalidArgumentError
 
 
@@ -109,8 +111,9 @@ class LagrangianMixin:
         self.cost_key = cost_key
         self.lagrangian = lagrangian
         self.lagrangian_kwargs = dict(lagrangian_kwargs or {})  # a copy: never the user's
-        self.cost_gae_lambda = check_number("cost_gae_lambda", cost_gae_lambda, high=1.0)
-        self.cost_vf_coef = check_number("cost_vf_coef", cost_vf_coef)
+        self.cost_gae_lambda = check_number(cost_gae_lambda, "cost_gae_lambda", low=0.0,
+                                            low_open=False, high=1.0)
+        self.cost_vf_coef = check_number(cost_vf_coef, "cost_vf_coef", low=0.0, low_open=False)
         if not isinstance(normalize_cost_advantage, (bool, np.bool_)):
             raise InvalidArgumentError(f"normalize_cost_advantage must be True or False; got "
                                        f"{normalize_cost_advantage!r}")
@@ -358,10 +361,16 @@ class PPOLagrangian(LagrangianMixin, PPO):
     """
 
     _cost_buffer_classes = (CostRolloutBuffer, CostDictRolloutBuffer)
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {**PPO.policy_aliases,
+                                                             "GraphPolicy": GraphPolicy}
 
 
 class MaskablePPOLagrangian(LagrangianMixin, MaskablePPO):
     """sb3-contrib's MaskablePPO (action masks, e.g. ``ChannelMask-v0``) made Lagrangian,
-    exactly as :class:`PPOLagrangian`."""
+    exactly as :class:`PPOLagrangian`. ``"GraphPolicy"`` is
+    :class:`~agents.common.policies.MaskableGraphPolicy`, which honours the masks."""
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        **MaskablePPO.policy_aliases, "GraphPolicy": MaskableGraphPolicy}
 
     _cost_buffer_classes = (MaskableCostRolloutBuffer, MaskableCostDictRolloutBuffer)

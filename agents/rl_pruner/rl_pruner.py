@@ -35,14 +35,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from agents.baselines import budget_limit
 from agents.rl_pruner import distribution
 from agents.rl_pruner.schedules import EXPLORE_STRATEGIES, epsilon, planned_steps, split_quota
 from prune_gym.arguments import check_callable, check_choice, check_int, check_number
+from prune_gym.budget import Budget
 from prune_gym.errors import CheckpointError, EnvStateError, InvalidArgumentError
 from prune_gym.evaluate import Evaluator, as_tensors
 from prune_gym.finetune import distill
-from prune_gym.network import CONSTRAINTS, PrunableNetwork
+from prune_gym.network import PrunableNetwork
 
 REWARDS = ("acc", "acc_macs", "acc_macs_params")
 FORMAT = "prune_gym.RLPruner/1"
@@ -62,16 +62,10 @@ def _from_task(task, evaluator, train_data, budget):
     if not isinstance(task, Task):
         raise InvalidArgumentError(f"net must be a PrunableNetwork, a task name such as "
                                    f"'digits-cnn-v0' or a Task; got {type(task).__name__}")
-    train = task.data.train.as_tuple()
-    calibration = (train[0][:CALIBRATION_SAMPLES], train[1][:CALIBRATION_SAMPLES])
-    net = PrunableNetwork(task.model, task.example_inputs, importance="taylor",
-                          calibration=calibration)
-    if evaluator is None:  # scored as every method and environment is: BatchNorm recalibrated
-        from agents.methods import make_evaluator
-
-        evaluator = make_evaluator(task)
-    return (net, evaluator,
-            train if train_data is None else train_data,
+    net = task.network("taylor", calibration_samples=CALIBRATION_SAMPLES)
+    # scored as every method and environment is: BatchNorm recalibrated
+    return (net, task.evaluator() if evaluator is None else evaluator,
+            task.data.train.as_tuple() if train_data is None else train_data,
             task.budget if budget is None else budget)
 
 
@@ -139,7 +133,8 @@ class RLPruner:
         if budget is None:
             raise InvalidArgumentError("budget is required: the fraction of the original MACs "
                                        "(or params) to keep, e.g. budget=0.5")
-        self.constraint = check_choice(constraint, CONSTRAINTS, "constraint")
+        spec = Budget(budget, constraint)
+        self.constraint = spec.constraint
         if self.constraint == "latency":
             # each step re-analyses the pruned network, whose groups a latency model fitted
             # on the original no longer describes
@@ -147,8 +142,9 @@ class RLPruner:
                 "constraint='latency' is not for RL-Pruner: it re-analyses the network at "
                 "every step, and the latency model describes the original's groups; use "
                 "constraint='macs' or 'params', or an environment agent")
-        self.limit = budget_limit(net, budget, self.constraint)
-        self.budget = float(budget)
+        bound = spec.bind(net, who="RL-Pruner", rounds=False)
+        self.limit = bound.limit
+        self.budget = bound.fraction
         self.net, self.evaluator = net, evaluator
         self.sizes = np.array([g.size for g in net.groups], dtype=np.int64)
         self.prune_ratio = check_number(prune_ratio, "prune_ratio", low=0.0, high=1.0,

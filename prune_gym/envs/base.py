@@ -19,12 +19,11 @@ import gymnasium as gym
 import numpy as np
 
 from prune_gym.arguments import check_callable, check_choice, check_int, check_number
+from prune_gym.budget import as_budget
 from prune_gym.envs.finetune import FineTuner
-from prune_gym.envs.problem import DEFAULT_TASK, build_problem
+from prune_gym.envs.problem import DEFAULT_BUDGET, DEFAULT_TASK, build_problem
 from prune_gym.errors import EnvStateError, InvalidArgumentError
 from prune_gym.importance import check_criterion
-from prune_gym.keep import round_counts
-from prune_gym.network import CONSTRAINTS
 from prune_gym.observations import ObservationEncoder
 from prune_gym.parallel import check_vector_env
 from prune_gym.rewards import make_reward
@@ -42,7 +41,8 @@ class PruneEnv(gym.Env):
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
     env_id = ""
-    rounds_counts = True  # whether the actions set counts that ``round_to`` can round
+    rounds_counts = True  # whether the actions set counts that ``round_to`` can round (the
+    # one flag: agents.methods reads it for every method that trains on this env)
 
     def __init__(self, model=DEFAULT_TASK, *, val_data=None, example_inputs=None,
                  budget: float | None = None, constraint: str = "macs",
@@ -56,7 +56,6 @@ class PruneEnv(gym.Env):
                  round_to: int | None = None, latency_model=None,
                  render_mode: str | None = None, seed: int | None = None):
         check_vector_env()  # refuse a vector env too big for the machine before it starts
-        self.constraint = check_choice(constraint, CONSTRAINTS, "constraint")
         self.constraint_mode = check_choice(constraint_mode, CONSTRAINT_MODES, "constraint_mode")
         self.obs_mode = check_choice(obs_mode, OBS_MODES, "obs_mode")
         if render_mode is not None:
@@ -65,13 +64,10 @@ class PruneEnv(gym.Env):
         self.importance = check_criterion(importance)
         self._reward = make_reward(reward)
         self._seed = check_int(seed, "seed", optional=True)
-        self.round_to = check_int(round_to, "round_to", minimum=1, optional=True,
-                                  meaning="the multiple every kept count is rounded to")
-        if self.round_to is not None and not self.rounds_counts:
-            raise InvalidArgumentError(
-                f"round_to={round_to}: {self.env_id} decides channel by channel, so there is "
-                "no count to round; use LayerRatio-v0 or DNNGraph-v0, or round a finished "
-                "keep state with prune_gym.keep.round_counts")
+        # the budget is checked once, before anything is built (the task's default, when
+        # budget=None, is checked again as the fraction it is)
+        spec = as_budget(DEFAULT_BUDGET if budget is None else budget, constraint, round_to,
+                         latency_model)
         # every count and rate is checked here, under the name the user typed, before any
         # of them is used or handed on (the Evaluator calls eval_samples "max_samples")
         finetune_steps = check_int(finetune_steps, "finetune_steps")
@@ -85,15 +81,21 @@ class PruneEnv(gym.Env):
                                      meaning="batches of training data")
         check_callable(evaluate, "evaluate", "fn(model) -> float")
         problem = build_problem(
-            model, val_data=val_data, example_inputs=example_inputs, budget=budget,
+            model, val_data=val_data, example_inputs=example_inputs,
             importance=self.importance, train_data=train_data, eval_samples=eval_samples,
             eval_batch_size=eval_batch_size, bn_recalibration=bn_recalibration,
             evaluate=evaluate, eval_cache=eval_cache,
             calibration_batch=finetune_batch_size, seed=self._seed or 0)
         self.net = problem.net
         self.evaluator = problem.evaluator
-        self.budget = problem.budget
         self.task = problem.task
+        if budget is None and problem.task_budget is not None:
+            spec = spec.with_fraction(problem.task_budget)
+        #: the budget bound to this env's network: limit, floor, feasibility, rounding
+        self.bound = spec.bind(self.net, importance=self.importance, who=self.env_id,
+                               rounds=self.rounds_counts, check=False)
+        self.budget, self.constraint, self.round_to = spec.fraction, spec.constraint, \
+            spec.round_to
         self._finetune = None
         if finetune_steps:
             if problem.train is None:
@@ -101,20 +103,9 @@ class PruneEnv(gym.Env):
                                            "name as model=) to fine-tune on")
             self._finetune = FineTuner(problem.train, finetune_steps, finetune_lr,
                                        finetune_batch_size, self._seed or 0)
-        if latency_model is not None:
-            if self.constraint != "latency":
-                raise InvalidArgumentError(
-                    f"latency_model is read only with constraint='latency'; got "
-                    f"constraint={self.constraint!r}")
-            self.net.set_latency_model(latency_model)  # the env's own copy of the network
-        if self.constraint == "latency" and self.net.latency_model is not None:
-            self.net.latency_model.check_round_to(self.round_to)
         self.sizes = np.array([g.size for g in self.net.groups], dtype=np.int64)
         self.num_groups = len(self.sizes)
-        base = self.net.metric(self.sizes.tolist(), self.constraint, self.importance)
-        self._base_metric = int(base)
-        self._limit = self.budget * base
-        self._check_reachable()
+        self.bound.check_reachable(self._floor_counts(), f"the minimum {self.env_id} allows")
         self.encoder = ObservationEncoder(self.net, mode=self.obs_mode,
                                           extra_spaces=self._extra_spaces() or None,
                                           max_nodes=max_nodes, max_edges=max_edges,
@@ -170,32 +161,8 @@ class PruneEnv(gym.Env):
         return None
 
     # -- pricing and the constraint ---------------------------------------------------------
-    def _metric(self, keep) -> int:
-        """The constrained metric (MACs, params or predicted latency) of a keep state, in
-        closed form."""
-        return self.net.metric(keep, self.constraint, self.importance)
-
     def _fits(self, keep) -> bool:
-        return self._metric(keep) <= self._limit
-
-    def _rounded(self, counts) -> np.ndarray:
-        """``counts`` rounded to multiples of ``round_to`` (without it, ``counts`` itself:
-        this runs on every step)."""
-        if self.round_to is None:
-            return counts
-        return round_counts(counts, self.sizes, self.round_to)
-
-    def _check_reachable(self) -> None:
-        floor = self._rounded(self._floor_counts()).tolist()
-        smallest = self._metric(floor) / self._base_metric
-        if smallest > self.budget:
-            rounding = (f" with counts rounded to multiples of round_to={self.round_to}"
-                        if self.round_to is not None else "")
-            raise InvalidArgumentError(
-                f"budget={self.budget} cannot be reached: with every group at the minimum "
-                f"{self.env_id} allows{rounding}, the network keeps {smallest:.4f} of its "
-                f"original {self.constraint}; choose budget >= {smallest:.4f}"
-                + (" or a smaller round_to" if rounding else ""))
+        return self.bound.feasible(keep)
 
     def _price(self) -> None:
         """Price the current state once; observation, info and render read the result."""
@@ -203,15 +170,15 @@ class PruneEnv(gym.Env):
         macs, params = self.net.price(keep, self.importance)
         metric = {"macs": macs, "params": params}.get(self.constraint)
         if metric is None:
-            metric = self.net.metric(keep, self.constraint, self.importance)
+            metric = self.bound.metric(keep)
         self._state = {
             "macs": int(macs), "params": int(params),
             "macs_ratio": macs / self.net.base_macs,
             "params_ratio": params / self.net.base_params,
-            "ratio": metric / self._base_metric,
-            "feasible": bool(metric <= self._limit),
+            "ratio": self.bound.ratio(metric),
+            "feasible": self.bound.fits(metric),
             # (metric - limit) is exactly > 0 whenever the constraint is violated
-            "margin": float(metric - self._limit) / self._limit,
+            "margin": self.bound.margin(metric),
         }
         self._state["violation"] = max(0.0, self._state["margin"])
 

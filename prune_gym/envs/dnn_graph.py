@@ -98,7 +98,7 @@ class DNNGraphEnv(PruneEnv):
             return np.ones(self.num_groups, dtype=np.int64)
         kept = self.sizes.copy()
         for _ in range(self.max_steps):
-            kept = self._rounded(kept_after(kept, self.max_ratio))
+            kept = self.bound.rounded(kept_after(kept, self.max_ratio))
         return kept
 
     def _start(self) -> None:
@@ -119,7 +119,7 @@ class DNNGraphEnv(PruneEnv):
     def _project(self, kept: np.ndarray) -> np.ndarray:
         """Shrink every group by the largest common factor that meets the budget."""
         def shrunk(f: float) -> np.ndarray:
-            return self._rounded(np.clip(np.floor(kept * f).astype(np.int64), 1, kept))
+            return self.bound.rounded(np.clip(np.floor(kept * f).astype(np.int64), 1, kept))
 
         # shrunk(0) is the floor (one channel per group, or round_to): checked reachable at
         # construction
@@ -127,7 +127,7 @@ class DNNGraphEnv(PruneEnv):
                                    iters=30))
 
     def _apply(self, action: np.ndarray) -> tuple[bool, bool]:
-        self._k = self._rounded(kept_after(self._k, action_to_ratio(action, self.max_ratio)))
+        self._k = self.bound.rounded(kept_after(self._k, action_to_ratio(action, self.max_ratio)))
         feasible = self._fits(self._k.tolist())
         last = self._t + 1 >= self.max_steps
         if not feasible and last and self.constraint_mode == "project":

@@ -10,7 +10,6 @@ from prune_gym.bisection import last_fitting
 from prune_gym.envs.base import PruneEnv
 from prune_gym.envs.problem import DEFAULT_TASK
 from prune_gym.errors import InvalidArgumentError
-from prune_gym.keep import round_counts
 
 
 def check_max_ratio(max_ratio) -> float:
@@ -133,12 +132,7 @@ class LayerRatioEnv(PruneEnv):
         return spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
 
     def _floor_counts(self) -> np.ndarray:
-        return self._rounded(kept_after(self.sizes, self.max_ratio))
-
-    def _round_one(self, t: int, count: int) -> int:
-        if self.round_to is None:  # on every step and in the wall's bisection
-            return count
-        return int(round_counts([count], self.sizes[t:t + 1], self.round_to)[0])
+        return self.bound.rounded(kept_after(self.sizes, self.max_ratio))
 
     def _start(self) -> None:
         self._k = self.sizes.copy()
@@ -164,16 +158,16 @@ class LayerRatioEnv(PruneEnv):
         trial[t + 1:] = self._floor_counts()[t + 1:]
 
         def fits(count: int) -> bool:
-            trial[t] = self._round_one(t, count)
+            trial[t] = self.bound.round_one(t, count)
             return self._fits(trial.tolist())
 
         lowest = int(kept_after(self.sizes[t], self.max_ratio))
-        return self._round_one(t, last_fitting(fits, lowest, int(wanted)))
+        return self.bound.round_one(t, last_fitting(fits, lowest, int(wanted)))
 
     def _apply(self, action: np.ndarray) -> tuple[bool, bool]:
         t = self._t
         kept = int(kept_after(self.sizes[t], action_to_ratio(action[0], self.max_ratio)))
-        kept = self._round_one(t, kept)
+        kept = self.bound.round_one(t, kept)
         if self.constraint_mode == "project":
             kept = self._wall(t, kept)
         self._k[t] = kept

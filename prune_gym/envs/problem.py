@@ -15,18 +15,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from prune_gym.cost import check_budget
 from prune_gym.errors import DataError, InvalidArgumentError, TaskError
-from prune_gym.evaluate import Evaluator, as_tensors
+from prune_gym.evaluate import DEFAULT_BN_BATCHES, Evaluator, as_tensors
 from prune_gym.network import PrunableNetwork
 
 DEFAULT_TASK = "digits-cnn-v0"
 DEFAULT_BUDGET = 0.5
-# BatchNorm recalibration when training data is at hand (bn_recalibration=None): without
-# it, pruned states keep the unpruned statistics, score near chance and PPO learns states
-# worse than random ones; with 4 batches of 64 it beats them
-# (benchmarks/results/reward_signal.md).
-DEFAULT_BN_BATCHES = 4
 
 
 @dataclass
@@ -35,7 +29,7 @@ class Problem:
 
     net: PrunableNetwork
     evaluator: Evaluator
-    budget: float
+    task_budget: float | None  # the task's default budget (model= a task name), if any
     train: tuple[torch.Tensor, torch.Tensor] | None
     task: str | None
 
@@ -90,7 +84,7 @@ def _resolve_model(model) -> tuple[nn.Module | PrunableNetwork, object | None, s
         f"(e.g. {DEFAULT_TASK!r}) or a PrunableNetwork; got {type(model).__name__}")
 
 
-def build_problem(model, *, val_data, example_inputs, budget, importance: str,
+def build_problem(model, *, val_data, example_inputs, importance: str,
                   train_data, eval_samples: int | None, eval_batch_size: int,
                   bn_recalibration: int | None, evaluate: Callable | None, eval_cache: int,
                   calibration_batch: int, seed: int) -> Problem:
@@ -100,13 +94,13 @@ def build_problem(model, *, val_data, example_inputs, budget, importance: str,
     analysis, so a mismatch is reported as a data problem, not as a tracing failure.
     """
     source, task, task_name = _resolve_model(model)
+    # a task builds its own network, unless the user's data changes how it is traced
+    task_builds = task is not None and hasattr(task, "network") and train_data is None \
+        and example_inputs is None
     if val_data is None and task is not None:
         val_data = _pair(_task_part(task, "val"))
     if train_data is None and task is not None:
         train_data = _pair(_task_part(task, "train"))
-    if budget is None:
-        budget = getattr(task, "budget", None) or DEFAULT_BUDGET
-    budget = check_budget(budget)
     if val_data is None and evaluate is None:
         raise DataError("val_data is required: pass (x, y) tensors or a DataLoader of the "
                         "validation split (held out of training), or give model= a task name")
@@ -135,8 +129,12 @@ def build_problem(model, *, val_data, example_inputs, budget, importance: str,
     if isinstance(source, PrunableNetwork):
         net = copy.deepcopy(source)  # a private copy: masking must not race other users
         evaluator.check_model(net.model)
+    elif task_builds:
+        evaluator.check_model(source)
+        net = task.network(importance, seed=seed,
+                           calibration_samples=calibration_batch if calibration else None)
     else:
         evaluator.check_model(source)  # a forward only; the model's mode is put back
         net = PrunableNetwork(source, example_inputs, importance=importance,
                               calibration=calibration, seed=seed)
-    return Problem(net, evaluator, budget, train, task_name)
+    return Problem(net, evaluator, getattr(task, "budget", None), train, task_name)

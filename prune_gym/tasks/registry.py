@@ -10,7 +10,7 @@ from typing import Any
 from prune_gym.errors import InvalidArgumentError, TaskError
 from prune_gym.tasks.base import Task
 
-__all__ = ["list_tasks", "make_task", "register_task"]
+__all__ = ["as_task", "list_tasks", "make_task", "register_task"]
 
 
 @dataclass(frozen=True)
@@ -60,3 +60,20 @@ def make_task(name: str, **overrides: Any) -> Task:
         raise TaskError(f"make_task({name!r}) got unknown option(s) {unknown}; "
                         f"accepted options: {accepted}")
     return factory(**overrides)
+
+
+def as_task(task, argument: str = "task") -> Task:
+    """``task`` if it is a :class:`Task`, else the task it names (built with its defaults).
+
+    Raises:
+        TaskError: an unknown name, or neither a name nor a task.
+    """
+    if isinstance(task, Task):
+        return task
+    if not isinstance(task, str):
+        raise TaskError(f"{argument} must be a task name or a prune_gym.tasks.Task; got "
+                        f"{type(task).__name__}")
+    if task not in _TASKS:
+        raise TaskError(f"{argument}={task!r} is not a known task; known tasks: "
+                        f"{', '.join(list_tasks())}")
+    return make_task(task)
