@@ -61,7 +61,7 @@ def _from_task(task, evaluator, train_data, budget):
         task = make_task(task)
     if not isinstance(task, Task):
         raise InvalidArgumentError(f"net must be a PrunableNetwork, a task name such as "
-                                   f"'digits-cnn-v0' or a Task; got {type(task).__name__}")
+                                   f"'digits-cnn-v1' or a Task; got {type(task).__name__}")
     net = task.network("taylor", calibration_samples=CALIBRATION_SAMPLES)
     # scored as every method and environment is: BatchNorm recalibrated
     return (net, task.evaluator() if evaluator is None else evaluator,

@@ -19,7 +19,7 @@ from prune_gym.errors import DataError, InvalidArgumentError, TaskError
 from prune_gym.evaluate import DEFAULT_BN_BATCHES, Evaluator, as_tensors
 from prune_gym.network import PrunableNetwork
 
-DEFAULT_TASK = "digits-cnn-v0"
+DEFAULT_TASK = "digits-cnn-v1"
 DEFAULT_BUDGET = 0.5
 
 
