@@ -8,7 +8,7 @@ RL agent, of ``timesteps``), scored by the same :func:`make_evaluator`, and repo
 :class:`MethodResult`: the best feasible state it found, what it cost, and the curve of its
 best feasible validation accuracy against evaluations.
 
-The command line's ``search``, the demo and ``benchmarks/agents.py`` all go through here,
+The command line's ``search``, the demo and ``benchmarks/agents_grid.py`` all go through here,
 so a row of the benchmark and a run of the CLI mean the same thing.
 """
 

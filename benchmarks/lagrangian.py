@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -30,9 +29,6 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
 ROOT = Path(__file__).resolve().parents[1]
-# first, always: run as a script, this folder leads sys.path, and its agents.py would
-# shadow the agents package wherever the repository also sits further down the path
-sys.path.insert(0, str(ROOT))
 
 from machine_info import describe_machine  # noqa: E402 - beside this script
 

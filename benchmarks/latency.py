@@ -47,8 +47,6 @@ import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# the repository first: the ``agents`` package, not a ``benchmarks/agents.py`` beside this file
-sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 from machine_info import describe_machine  # noqa: E402 - beside this script

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -29,9 +28,6 @@ import torch
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnvWrapper
 
 ROOT = Path(__file__).resolve().parents[1]
-# first, always: run as a script, this folder leads sys.path, and its agents.py would
-# shadow the agents package wherever the repository also sits further down the path
-sys.path.insert(0, str(ROOT))
 
 from machine_info import describe_machine  # noqa: E402 - beside this script
 

@@ -26,9 +26,6 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-# first, always: run as a script, this folder leads sys.path, and its agents.py would
-# shadow the agents package wherever the repository also sits further down the path
-sys.path.insert(0, str(ROOT))
 
 from machine_info import describe_machine  # noqa: E402 - beside this script
 

@@ -143,7 +143,7 @@ def import_benchmark(path: Path = ROOT / "benchmarks" / "results" / "agents.csv"
         description = spec.description if spec else \
             "the GAT graph policy trained on digits-resnet-v1, sampled on this task (zero-shot)"
         meta = {"algorithm": description, "authors": "prune-gym maintainers",
-                "code": "benchmarks/agents.py",
+                "code": "benchmarks/agents_grid.py",
                 "description": f"agents benchmark row: `prune-gym benchmark agents`, method "
                                f"{method}, {len(rows)} seed(s), equal evaluations",
                 "date": datetime.date.today().isoformat()}

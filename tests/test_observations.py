@@ -22,8 +22,8 @@ from prune_gym.observations import (
     NUM_GLOBAL_FEATURES,
     NUM_NODE_FEATURES,
     ObservationEncoder,
-    to_pyg,
 )
+from prune_gym.pyg import to_pyg
 from prune_gym.topology import EDGE_TYPES, OP_INDEX, OP_TYPES
 
 GLOBALS = np.array([0.5, 0.25, 0.1, 0.9], dtype=np.float32)

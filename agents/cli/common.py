@@ -1,5 +1,5 @@
 """What several commands share: task and budget options, run directories, and how a pruned
-state is scored on the test split and fine-tuned (the same way ``benchmarks/agents.py``
+state is scored on the test split and fine-tuned (the same way ``benchmarks/agents_grid.py``
 scores its cells, so a CLI run and a benchmark row mean the same thing)."""
 
 from __future__ import annotations

@@ -12,10 +12,10 @@ stopped and a grid can be filled over several sessions. ``--report`` (implied at
 a run) aggregates the cells into ``benchmarks/results/agents.{md,csv,png}``; the CSV has one
 row per cell in the ``results.csv`` schema, so ``prune-gym validate`` replays it.
 
-    python benchmarks/agents.py                                  # the default grid
-    python benchmarks/agents.py --configs cifar10-resnet20-v0@0.5 --seeds 3 --evaluations 100
-    python benchmarks/agents.py --report                         # tables from saved cells
-    python benchmarks/agents.py --ray                            # cells as Ray tasks
+    python benchmarks/agents_grid.py                                  # the default grid
+    python benchmarks/agents_grid.py --configs cifar10-resnet20-v0@0.5 --seeds 3 --evaluations 100
+    python benchmarks/agents_grid.py --report                         # tables from saved cells
+    python benchmarks/agents_grid.py --ray                            # cells as Ray tasks
 
 ``--ray`` runs the cells as Ray tasks (``pip install "prune-gym[ray]"``): a local cluster
 of ``--ray-cpus`` CPUs (default all), or the running one at ``--ray-address``, one cell per
@@ -27,16 +27,12 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import sys
 import time
 import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# first, always: run as a script, this folder leads sys.path, and its agents.py would
-# shadow the agents package wherever the repository also sits further down the path
-sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -484,9 +480,6 @@ def main() -> None:
         if args.ray:
             from agents.distributed import run_cells_on_ray
 
-            # Ray puts the driver's working directory and this script's folder first on its
-            # workers' sys.path: from benchmarks/ this script would shadow the agents package
-            os.chdir(ROOT)
             cluster = {"threads": args.threads, "num_cpus": args.ray_cpus,
                        "address": args.ray_address}
             policies = sorted({(b, s) for _, b, m, s, saved in todo
@@ -499,7 +492,7 @@ def main() -> None:
         else:
             for i, spec in enumerate(todo):
                 done(i, run_and_score(spec, args, sizes))
-        command = "python benchmarks/agents.py " + " ".join(sys.argv[1:])
+        command = "python benchmarks/agents_grid.py " + " ".join(sys.argv[1:])
         # read again: another run of the grid may have finished meanwhile
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
         meta.update(machine=describe_machine(),
