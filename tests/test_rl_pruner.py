@@ -289,3 +289,23 @@ def test_bad_objects_and_checkpoints_are_named(cnn, resnet, tmp_path):
     (tmp_path / "junk.pt").write_text("not a checkpoint")
     with pytest.raises(CheckpointError, match="junk"):
         RLPruner.load(tmp_path / "junk.pt", net, Evaluator(task.val_data))
+
+
+def test_settings_are_one_config(cnn, tmp_path):
+    """RL-Pruner's settings live in RLPrunerConfig: flat keywords update it, the agent reads
+    it, a checkpoint keeps it, and a name that is not a setting is refused."""
+    from agents.rl_pruner import RLPrunerConfig
+
+    task, net = cnn
+    config = RLPrunerConfig(prune_ratio=0.05, sample_num=3)
+    agent = RLPruner(net, Evaluator(task.val_data), budget=0.5, config=config, lr_epoch=2)
+    assert agent.config == RLPrunerConfig(prune_ratio=0.05, sample_num=3, lr_epoch=2)
+    assert (agent.prune_ratio, agent.sample_num, agent.lr_epoch) == (0.05, 3, 2)
+    assert agent.noise_var == RLPrunerConfig().noise_var  # the rest: the defaults
+    agent.save(tmp_path / "a.pt")
+    assert RLPruner.load(tmp_path / "a.pt", net, Evaluator(task.val_data)).config == \
+        agent.config
+    with pytest.raises(InvalidArgumentError, match=r"\['noise'\] are not RL-Pruner settings"):
+        RLPruner(net, Evaluator(task.val_data), budget=0.5, noise=0.1)
+    with pytest.raises(InvalidArgumentError, match="config must be an RLPrunerConfig"):
+        RLPruner(net, Evaluator(task.val_data), budget=0.5, config={"prune_ratio": 0.05})

@@ -30,21 +30,23 @@ import copy
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from agents.rl_pruner import distribution
-from agents.rl_pruner.schedules import EXPLORE_STRATEGIES, epsilon, planned_steps, split_quota
-from prune_gym.arguments import check_callable, check_choice, check_int, check_number
+from agents.rl_pruner.config import RLPrunerConfig
+from agents.rl_pruner.schedules import epsilon, planned_steps, split_quota
+from prune_gym.arguments import check_callable, check_int
 from prune_gym.budget import Budget
 from prune_gym.errors import CheckpointError, EnvStateError, InvalidArgumentError
 from prune_gym.evaluate import Evaluator, as_tensors
 from prune_gym.finetune import distill
 from prune_gym.network import PrunableNetwork
 
-REWARDS = ("acc", "acc_macs", "acc_macs_params")
+_SETTINGS = frozenset(RLPrunerConfig.names())
 FORMAT = "prune_gym.RLPruner/1"
 CALIBRATION_SAMPLES = 100  # the paper's Taylor calibration set
 
@@ -80,31 +82,12 @@ class RLPruner:
             what ``max_evaluations`` limits).
         budget: fraction of the original ``constraint`` metric to keep, in (0, 1].
         constraint: ``"macs"`` or ``"params"``.
-        prune_ratio: fraction of the original channels (over all groups) removed per step;
-            the paper's 75-step VGG run implies 0.01.
-        noise_var: scale of the sampling noise (code default 0.04, ``scripts/flexible.sh``).
-        sample_num: samples per level and replay-buffer size (8, ``RL_MAX_GENERATE_NUM``).
-        sample_step: look-ahead depth in levels (1: no look-ahead; the settings had 1-2).
-        gamma: discount of the look-ahead (0.9, ``RL_DISCOUNT_FACTOR``).
-        lr_epoch: RL epochs per pruning step (the paper: 10).
-        step_length: interpolation step toward the best sample (0.08, ``RL_STEP_LENGTH``).
-        ppo_clip: per-group ratio clip (0.2, ``RL_PPO_CLIP`` and ``flexible.sh``).
-        greedy_epsilon: initial exploration rate in [0, 1] (0 in the scripts; the paper
-            also tries 0.2 and 0.4).
-        explore_strategy: ``"constant"``, ``"linear"`` or ``"cosine"`` decay of epsilon.
-        reward: ``"acc"`` (Q = top-1), ``"acc_macs"`` (+ ``macs_coef`` x MACs reduction) or
-            ``"acc_macs_params"`` (+ ``params_coef`` x params reduction as well), the
-            paper's three reward strategies (its ``Q_FLOP_coef``/``Q_Para_coef``).
-        macs_coef, params_coef: the coefficients (ours: 0.25; the code's default is 0).
-        reset_drop: relative top-1 drop of one step that resets the distribution (0.1).
         train_data: ``(x, y)`` training tensors for post-training.
-        post_train_steps: distillation steps after each ``post_train_period`` pruning
-            steps (0: no post-training; states stay keep counts of ``net``).
-        post_train_period: pruning steps between post-trainings.
-        post_train_lr, post_train_batch_size, kd_temperature, kd_ce_weight: the
-            :func:`~prune_gym.finetune.distill` recipe.
-        seed: seeds the sampling, exploration and post-training batches.
-        verbose: 1 prints one line per pruning step.
+        config: the search's settings (:class:`~agents.rl_pruner.config.RLPrunerConfig`;
+            default: its defaults, the paper's and its code's).
+        **settings: any :class:`~agents.rl_pruner.config.RLPrunerConfig` field by name
+            (``prune_ratio=0.05``...), applied over ``config``; ``agent.prune_ratio`` and
+            the others read the config.
 
     Attributes:
         history: one dict per improvement of the best feasible state: ``evaluations`` (this
@@ -115,15 +98,12 @@ class RLPruner:
     """
 
     def __init__(self, net, evaluator: Evaluator | None = None, *, budget: float | None = None,
-                 constraint: str = "macs", prune_ratio: float = 0.01, noise_var: float = 0.04,
-                 sample_num: int = 8, sample_step: int = 1, gamma: float = 0.9,
-                 lr_epoch: int = 10, step_length: float = 0.08, ppo_clip: float = 0.2,
-                 greedy_epsilon: float = 0.0, explore_strategy: str = "constant",
-                 reward: str = "acc", macs_coef: float = 0.25, params_coef: float = 0.25,
-                 reset_drop: float = 0.1, train_data=None, post_train_steps: int = 0,
-                 post_train_period: int = 1, post_train_lr: float = 0.01,
-                 post_train_batch_size: int = 64, kd_temperature: float = 2.0,
-                 kd_ce_weight: float = 0.75, seed: int = 0, verbose: int = 0):
+                 constraint: str = "macs", train_data=None,
+                 config: RLPrunerConfig | None = None, **settings: Any):
+        if config is not None and not isinstance(config, RLPrunerConfig):
+            raise InvalidArgumentError(f"config must be an RLPrunerConfig; got "
+                                       f"{type(config).__name__}")
+        self.config = (config or RLPrunerConfig()).updated(**settings)
         if not isinstance(net, PrunableNetwork):
             net, evaluator, train_data, budget = _from_task(net, evaluator, train_data, budget)
         if not isinstance(evaluator, Evaluator):
@@ -142,62 +122,33 @@ class RLPruner:
                 "constraint='latency' is not for RL-Pruner: it re-analyses the network at "
                 "every step, and the latency model describes the original's groups; use "
                 "constraint='macs' or 'params', or an environment agent")
-        bound = spec.bind(net, who="RL-Pruner", rounds=False)
-        self.limit = bound.limit
-        self.budget = bound.fraction
+        self._bound = spec.bind(net, who="RL-Pruner", rounds=False)
+        self.limit = self._bound.limit
+        self.budget = self._bound.fraction
         self.net, self.evaluator = net, evaluator
         self.sizes = np.array([g.size for g in net.groups], dtype=np.int64)
-        self.prune_ratio = check_number(prune_ratio, "prune_ratio", low=0.0, high=1.0,
-                                        meaning="fraction of all channels removed per step")
         self.quota = int(self.sizes.sum() * self.prune_ratio)
         if self.quota < 1:
             raise InvalidArgumentError(
-                f"prune_ratio={prune_ratio} removes no channel per step: the network has "
+                f"prune_ratio={self.prune_ratio} removes no channel per step: the network has "
                 f"{int(self.sizes.sum())} channels; use prune_ratio >= "
                 f"{math.ceil(1e4 / self.sizes.sum()) / 1e4}")
-        self.noise_var = check_number(noise_var, "noise_var", low=0.0,
-                                      meaning="scale of the sampling noise")
-        self.sample_num = check_int(sample_num, "sample_num", minimum=1)
-        self.sample_step = check_int(sample_step, "sample_step", minimum=1,
-                                     meaning="look-ahead levels")
-        self.gamma = check_number(gamma, "gamma", low=0.0, high=1.0, low_open=False)
-        self.lr_epoch = check_int(lr_epoch, "lr_epoch", minimum=1,
-                                  meaning="RL epochs per pruning step")
-        self.step_length = check_number(step_length, "step_length", low=0.0, high=1.0)
-        self.ppo_clip = check_number(ppo_clip, "ppo_clip", low=0.0, high=1.0, high_open=True)
-        self.greedy_epsilon = check_number(greedy_epsilon, "greedy_epsilon", low=0.0, high=1.0,
-                                           low_open=False, meaning="exploration probability")
-        self.explore_strategy = check_choice(explore_strategy, EXPLORE_STRATEGIES,
-                                             "explore_strategy")
-        self.reward = check_choice(reward, REWARDS, "reward")
-        self.macs_coef = check_number(macs_coef, "macs_coef", low=0.0, low_open=False)
-        self.params_coef = check_number(params_coef, "params_coef", low=0.0, low_open=False)
-        self.reset_drop = check_number(reset_drop, "reset_drop", low=0.0, high=1.0,
-                                       meaning="relative top-1 drop that resets the policy")
-        self.post_train_steps = check_int(post_train_steps, "post_train_steps",
-                                          meaning="distillation steps")
-        self.post_train_period = check_int(post_train_period, "post_train_period", minimum=1)
-        self.post_train_lr = check_number(post_train_lr, "post_train_lr", low=0.0)
-        self.post_train_batch_size = check_int(post_train_batch_size, "post_train_batch_size",
-                                               minimum=1)
-        self.kd_temperature = check_number(kd_temperature, "kd_temperature", low=0.0)
-        self.kd_ce_weight = check_number(kd_ce_weight, "kd_ce_weight", low=0.0, high=1.0,
-                                         low_open=False)
-        self.seed = check_int(seed, "seed")
-        self.verbose = check_int(verbose, "verbose")
         self.train_data = None
         if train_data is not None:
             self.train_data = as_tensors(train_data, "train_data")
         if self.post_train_steps and self.train_data is None:
             raise InvalidArgumentError("post_train_steps > 0 needs train_data: (x, y) tensors "
                                        "of the training split to distil on")
-        self._config = {k: getattr(self, k) for k in (
-            "budget", "constraint", "prune_ratio", "noise_var", "sample_num", "sample_step",
-            "gamma", "lr_epoch", "step_length", "ppo_clip", "greedy_epsilon",
-            "explore_strategy", "reward", "macs_coef", "params_coef", "reset_drop",
-            "post_train_steps", "post_train_period", "post_train_lr", "post_train_batch_size",
-            "kd_temperature", "kd_ce_weight", "seed", "verbose")}
+        self._config = {"budget": self.budget, "constraint": self.constraint,
+                        **self.config.as_dict()}
         self._reset_state()
+
+    def __getattr__(self, name: str):
+        """The config's settings read as the agent's own (``agent.prune_ratio``...)."""
+        config = self.__dict__.get("config")
+        if config is not None and name in _SETTINGS:
+            return getattr(config, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # -- state ------------------------------------------------------------------------------
     def _reset_state(self) -> None:
@@ -244,7 +195,9 @@ class RLPruner:
 
     def _fits(self, counts) -> bool:
         macs, params = self._price(counts)
-        return (macs if self.constraint == "macs" else params) <= self.limit
+        # the current network may be a re-analysed, post-trained one: priced by its own
+        # MACs/params, against the original's limit
+        return self._bound.fits(macs if self.constraint == "macs" else params)
 
     def q_value(self, keep, accuracy: float) -> float:
         """The reward of a state: ``accuracy`` plus the weighted MACs and params reductions
