@@ -20,14 +20,6 @@ The public names:
 from __future__ import annotations
 
 from agents.amc import AMCDDPG, AMCTD3, check_amc_env, wrap_amc
-from agents.baselines import (
-    BASELINES,
-    BaselineResult,
-    global_magnitude,
-    random_search,
-    run_baselines,
-    uniform,
-)
 from agents.common.lagrangian import Lagrangian
 from agents.common.policies import GraphPolicy
 from agents.common.torch_layers import GATExtractor, MultiStageGNNExtractor
@@ -37,6 +29,14 @@ from agents.ppo_lagrangian import MaskablePPOLagrangian, PPOLagrangian
 from agents.recurrent import RecurrentPPO
 from agents.rl_pruner import RLPruner
 from agents.train import PRESETS, train
+from prune_gym.search import (
+    BASELINES,
+    BaselineResult,
+    global_magnitude,
+    random_search,
+    run_baselines,
+    uniform,
+)
 
 __all__ = ["AMCDDPG", "AMCTD3", "BASELINES", "METHODS", "PRESETS", "BaselineResult",
            "GATExtractor", "GraphPolicy", "Lagrangian", "LagrangianRewardWrapper",

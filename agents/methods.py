@@ -25,8 +25,6 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
 import prune_gym
-from agents.baselines import global_magnitude, random_search, uniform
-from agents.results import write_results
 from agents.rl_pruner import RLPruner
 from agents.run_dir import Curve, RunDirectory, best_state, plain_keep
 from agents.train import PRESETS, train
@@ -35,6 +33,8 @@ from prune_gym.budget import CONSTRAINTS, Budget, as_budget
 from prune_gym.errors import InvalidArgumentError
 from prune_gym.evaluate import Evaluator
 from prune_gym.network import PrunableNetwork
+from prune_gym.results import write_results
+from prune_gym.search import global_magnitude, random_search, uniform
 from prune_gym.tasks.registry import as_task
 
 __all__ = ["KINDS", "METHODS", "Method", "MethodResult", "baseline_names", "check_method",

@@ -39,9 +39,9 @@ import torch  # noqa: E402
 from machine_info import describe_machine  # noqa: E402 - beside this script
 
 from agents.methods import baseline_names, method_names, run_method  # noqa: E402
-from agents.results import mean_std  # noqa: E402
 from prune_gym.errors import InvalidArgumentError  # noqa: E402
 from prune_gym.files import write_json_atomic  # noqa: E402
+from prune_gym.results import mean_std  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CELLS = RESULTS / "agents_cells"
@@ -267,7 +267,7 @@ def report(meta: dict) -> None:
              if not (c["method"] == TRANSFER and c["task"] == c.get("transfer_source"))]
     if not cells:
         raise SystemExit("no cells saved yet: run the grid first")
-    from agents.results import write_results
+    from prune_gym.results import write_results
 
     rows = []
     for c in cells:

@@ -52,14 +52,18 @@ import torch  # noqa: E402
 from machine_info import describe_machine  # noqa: E402 - beside this script
 from torch import nn  # noqa: E402
 
-from agents.baselines import global_magnitude, uniform  # noqa: E402
 from prune_gym import PrunableNetwork  # noqa: E402
 from prune_gym.errors import PruneGymError  # noqa: E402
 from prune_gym.export import FORMATS, SUFFIXES, file_size, load_model, save_model  # noqa: E402
 from prune_gym.keep import round_counts  # noqa: E402
-from prune_gym.latency import RUNTIMES, as_runtime, compare_latency  # noqa: E402
-from prune_gym.latency import _threads as torch_threads  # noqa: E402
+from prune_gym.latency import (  # noqa: E402
+    RUNTIMES,
+    as_runtime,
+    compare_latency,
+    torch_threads,  # noqa: E402
+)
 from prune_gym.network import PruningWarning  # noqa: E402
+from prune_gym.search import global_magnitude, uniform  # noqa: E402
 from prune_gym.tasks import make_task  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -406,7 +410,7 @@ def main() -> None:
     start = time.perf_counter()
     rows = []
     for csv_path in args.results:
-        from agents.results import read_results  # noqa: PLC0415 - only with --results
+        from prune_gym.results import read_results  # noqa: PLC0415 - only with --results
 
         rows += [(line, row) for line, row in enumerate(read_results(csv_path), start=2)]
     for _, row in rows:

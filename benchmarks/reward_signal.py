@@ -33,10 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 from machine_info import describe_machine  # noqa: E402 - beside this script
 
 import prune_gym  # noqa: E402,F401 - registers the environments
-from agents.baselines import largest_scale  # noqa: E402
 from prune_gym import PrunableNetwork  # noqa: E402
 from prune_gym.budget import Budget  # noqa: E402
 from prune_gym.evaluate import Evaluator  # noqa: E402
+from prune_gym.search import largest_scale  # noqa: E402
 from prune_gym.tasks import list_tasks, make_task  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"

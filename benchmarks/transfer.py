@@ -31,9 +31,9 @@ from machine_info import describe_machine  # noqa: E402 - beside this script
 
 import prune_gym  # noqa: E402,F401 - registers the environments
 from agents import GraphPolicy, PPOLagrangian  # noqa: E402
-from agents.baselines import uniform  # noqa: E402
 from agents.train import PRESETS  # noqa: E402
 from prune_gym import PrunableNetwork  # noqa: E402
+from prune_gym.search import uniform  # noqa: E402
 from prune_gym.tasks import make_task  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"

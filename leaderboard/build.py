@@ -28,8 +28,8 @@ ROOT = HERE.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from agents.results import mean_std, read_results, write_results  # noqa: E402
 from prune_gym.errors import DataError  # noqa: E402
+from prune_gym.results import mean_std, read_results, write_results  # noqa: E402
 
 ENTRIES = HERE / "entries"
 README = HERE / "README.md"

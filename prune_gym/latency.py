@@ -33,7 +33,8 @@ from prune_gym.arguments import check_choice, check_int, check_number
 from prune_gym.errors import InvalidArgumentError
 from prune_gym.export import SUFFIXES, as_inputs, load_model, save_model
 
-__all__ = ["RUNTIMES", "as_runtime", "compare_latency", "measure_latency"]
+__all__ = ["RUNTIMES", "Timer", "as_runtime", "compare_latency", "evaluating", "measure_latency",
+           "repeat_batch", "torch_threads"]
 
 # how an exported model is run: as the nn.Module itself, as its TorchScript file, or as its
 # ONNX file in onnxruntime (what a deployment without Python's torch typically runs)
@@ -43,7 +44,7 @@ DEFAULT_BATCH_SIZES = (1, 64)
 
 
 @contextlib.contextmanager
-def _evaluating(model: nn.Module) -> Iterator[nn.Module]:
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
     """``model`` in eval mode, every submodule's own training flag put back on exit.
 
     A frozen TorchScript module (``torch.jit.freeze``) has no flag: it is inference-only.
@@ -59,7 +60,7 @@ def _evaluating(model: nn.Module) -> Iterator[nn.Module]:
 
 
 @contextlib.contextmanager
-def _threads(n: int | None) -> Iterator[int]:
+def torch_threads(n: int | None) -> Iterator[int]:
     """torch's intra-op thread count set to ``n`` (``None``: as it is), restored on exit."""
     before = torch.get_num_threads()
     if n is not None:
@@ -82,11 +83,11 @@ def as_runtime(model: nn.Module, example_inputs, runtime: str, folder) -> nn.Mod
     return load_model(save_model(model, path, runtime, example_inputs))
 
 
-def _batch(inputs: tuple, size: int) -> tuple:
+def repeat_batch(inputs: tuple, size: int) -> tuple:
     return tuple(t[:1].expand(size, *t.shape[1:]).contiguous() for t in inputs)
 
 
-class _Timer:
+class Timer:
     """Times one model on one batch: ``calls`` forwards per sample, seconds per call."""
 
     def __init__(self, model, inputs: tuple, warmup: int, min_time: float):
@@ -188,11 +189,11 @@ def measure_latency(model: nn.Module, example_inputs,
     """
     inputs, sizes, threads, warmup, repeats, min_time = _check(
         model, "model", example_inputs, batch_sizes, threads, warmup, repeats, min_time)
-    with _threads(threads) as used, _evaluating(model):
+    with torch_threads(threads) as used, evaluating(model):
         out = _header(used)
         out["batches"] = {}
         for size in sizes:
-            timer = _Timer(model, _batch(inputs, size), warmup, min_time)
+            timer = Timer(model, repeat_batch(inputs, size), warmup, min_time)
             samples = [timer.sample() for _ in range(repeats)]
             out["batches"][size] = _stats(samples, timer.calls, size)
     return out
@@ -215,13 +216,13 @@ def compare_latency(original: nn.Module, pruned: nn.Module, example_inputs,
     inputs, sizes, threads, warmup, repeats, min_time = _check(
         original, "original", example_inputs, batch_sizes, threads, warmup, repeats, min_time)
     _check(pruned, "pruned", example_inputs, sizes, threads, warmup, repeats, min_time)
-    with _threads(threads) as used, _evaluating(original), _evaluating(pruned):
+    with torch_threads(threads) as used, evaluating(original), evaluating(pruned):
         out = _header(used)
         out["batches"] = {}
         for size in sizes:
-            batch = _batch(inputs, size)
-            timers = (_Timer(original, batch, warmup, min_time),
-                      _Timer(pruned, batch, warmup, min_time))
+            batch = repeat_batch(inputs, size)
+            timers = (Timer(original, batch, warmup, min_time),
+                      Timer(pruned, batch, warmup, min_time))
             times: tuple[list[float], list[float]] = ([], [])
             for r in range(repeats):
                 order = (0, 1) if r % 2 == 0 else (1, 0)  # ABBA: neither always goes first

@@ -48,7 +48,7 @@ from prune_gym.arguments import check_choice, check_int, check_number
 from prune_gym.errors import InvalidArgumentError
 from prune_gym.files import write_text_atomic
 from prune_gym.keep import round_counts
-from prune_gym.latency import RUNTIMES, _batch, _evaluating, _threads, _Timer, as_runtime
+from prune_gym.latency import RUNTIMES, Timer, as_runtime, evaluating, repeat_batch, torch_threads
 
 __all__ = ["LatencyModel", "fit_latency_model", "load_latency_model", "simd_lanes"]
 
@@ -209,18 +209,18 @@ def _time_states(net, keeps, batch_size, min_time, rounds, seed, runtime, folder
     alike)."""
     models = [as_runtime(m, net.example_inputs, runtime, folder) for m in
               [net.original_copy()] + [net.export(k) for k in keeps[1:]]]
-    inputs = _batch(net.example_inputs, batch_size)
+    inputs = repeat_batch(net.example_inputs, batch_size)
     timers = []
     for m in models:
-        with _evaluating(m):
-            timers.append(_Timer(m, inputs, warmup=2, min_time=min_time))
+        with evaluating(m):
+            timers.append(Timer(m, inputs, warmup=2, min_time=min_time))
     samples: list[list[float]] = [[] for _ in models]
     order = list(range(len(models)))
     shuffle = random.Random(seed)
     for r in range(rounds):
         shuffle.shuffle(order)
         for i in order:
-            with _evaluating(models[i]):
+            with evaluating(models[i]):
                 samples[i].append(timers[i].sample())
         if progress:
             print(f"latency model: round {r + 1}/{rounds} of {len(models)} keep states")
@@ -291,7 +291,7 @@ def fit_latency_model(net, batch_size: int = 64, threads: int | None = 1, states
     if len(keeps) < 6:
         raise InvalidArgumentError(f"round_to={round_to} leaves fewer than 6 distinct keep "
                                    "states of this network to fit on; use a smaller round_to")
-    with _threads(threads) as used, tempfile.TemporaryDirectory() as folder:
+    with torch_threads(threads) as used, tempfile.TemporaryDirectory() as folder:
         seconds = _time_states(net, keeps, batch_size, min_time, rounds, seed, runtime,
                                folder, progress)
     raw = np.array([_features(net.cost, net.kept_dims(k), multiple) for k in keeps])

@@ -7,12 +7,12 @@ import warnings
 import pytest
 import torch
 
-from agents.baselines import global_magnitude, random_search, run_baselines, uniform
 from prune_gym import PrunableNetwork
 from prune_gym.errors import InvalidArgumentError
 from prune_gym.evaluate import Evaluator
 from prune_gym.models import resnet20
 from prune_gym.network import PruningWarning
+from prune_gym.search import global_magnitude, random_search, run_baselines, uniform
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +54,12 @@ def test_random_search_picks_the_best_candidate(net):
     assert net.macs(keep) <= 0.7 * net.base_macs
     chosen = evaluator.evaluate_keep(net, keep).accuracy
     assert 1 <= evaluator.evaluations <= 4  # the chosen state was scored once, then cached
-    results = run_baselines(net, evaluator, 0.7, trials=4, seed=1, methods=("random_search",))
+    results = run_baselines(net, evaluator, 0.7, trials=4, seed=1, methods=("random-search",))
     assert results[0].keep == keep and results[0].val_accuracy == chosen
+    with pytest.warns(DeprecationWarning, match="hyphens"):  # the old spelling, for a release
+        old = run_baselines(net, Evaluator((x, y)), 0.7, trials=4, seed=1,
+                            methods=("random_search",))
+    assert old[0].method == "random-search" and old[0].keep == keep
 
 
 def test_bad_budgets_and_methods(net):

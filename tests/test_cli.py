@@ -15,8 +15,8 @@ import torch
 
 from agents.cli import build_parser, main
 from agents.cli.progress import Progress
-from agents.results import read_results
 from prune_gym.export import load_model, read_metadata
+from prune_gym.results import read_results
 from tests.time_limit import time_limit
 
 TASK = "digits-cnn-v1"

@@ -100,8 +100,8 @@ def check_prune_your_cnn(ns: dict, tmp_path: Path) -> None:
     model, net = ns["model"], ns["net"]
     assert [g.size for g in net.groups] == [32, 48, 64]  # the add couples the stem's group
     assert model.stem[0].out_channels == 32  # the user's model is untouched
-    assert [r.method for r in ns["results"]] == ["uniform", "global_magnitude",
-                                                 "random_search"]
+    assert [r.method for r in ns["results"]] == ["uniform", "global-magnitude",
+                                                 "random-search"]
     assert all(r.macs_ratio <= 0.5 for r in ns["results"])
     assert _params(ns["smaller"]) < _params(model)
     x = ns["x_val"][:16]  # the saved file computes what the fine-tuned model computes
@@ -126,7 +126,7 @@ def check_benchmark_your_rl(ns: dict, tmp_path: Path) -> None:
     assert ns["agent"].num_timesteps >= 64  # the vector-env PPO, the last agent defined
     assert ns["rewards"].shape == (2,) and ns["infos"]["cost"].shape == (2,)
     assert isinstance(ns["cost"], float) and ns["cost"] >= 0.0  # the Safety-Gymnasium tuple
-    assert ns["r"].method == "random_search" and ns["r"].macs_ratio <= 0.5
+    assert ns["r"].method == "random-search" and ns["r"].macs_ratio <= 0.5
     assert len(ns["returns"]) == 20 and "accuracy" in ns["info"]
     log_std = ns["policy"].log_std.detach()  # REINFORCE updated the policy
     assert not torch.allclose(log_std, torch.full_like(log_std, -0.5))

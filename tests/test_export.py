@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch import nn
 
-from agents.baselines import uniform
 from prune_gym import PrunableNetwork
 from prune_gym import export as export_module
 from prune_gym.errors import InvalidArgumentError, MissingDependencyError, ModelAnalysisError
@@ -26,6 +25,7 @@ from prune_gym.export import (
 from prune_gym.models import resnet20
 from prune_gym.models.cifar_resnet import PadShortcut
 from prune_gym.network import PruningWarning
+from prune_gym.search import uniform
 from prune_gym.tasks import make_task
 
 HAS_ONNX = all(importlib.util.find_spec(m) is not None

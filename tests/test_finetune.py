@@ -10,11 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from agents.baselines import uniform
 from prune_gym import PrunableNetwork
 from prune_gym.errors import InvalidArgumentError
 from prune_gym.evaluate import Evaluator
 from prune_gym.finetune import batch_indices, distill, teacher_outputs, warmup_cosine
+from prune_gym.search import uniform
 from prune_gym.tasks import make_task
 
 

@@ -12,12 +12,12 @@ import pytest
 import torch
 from torch import nn
 
-from agents.baselines import global_magnitude, uniform
 from agents.methods import make_network, run_method
 from prune_gym import LatencyModel, PrunableNetwork, fit_latency_model, load_latency_model
 from prune_gym.budget import Budget
 from prune_gym.errors import InvalidArgumentError
 from prune_gym.latency_model import _pad
+from prune_gym.search import global_magnitude, uniform
 
 # Much of a small network's latency is what pruning cannot remove (how much depends on the
 # machine), so budgets are set between the fitted model's floor and 1, and the envs (whose
@@ -196,7 +196,7 @@ def test_rl_agent_trains_on_a_latency_budget(latency_model, budget, tmp_path) ->
 
 def test_cli_latency_model_search_and_validate(tmp_path, capsys) -> None:
     from agents.cli import main
-    from agents.results import read_results
+    from prune_gym.results import read_results
 
     model = tmp_path / "lm.json"
     assert main(["latency-model", "--states", "8", "--rounds", "2", "--batch-size", "8",

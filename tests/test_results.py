@@ -8,7 +8,8 @@ import csv
 import pytest
 
 from agents.methods import run_method
-from agents.results import (
+from prune_gym.errors import DataError, InvalidArgumentError, TaskError
+from prune_gym.results import (
     COLUMNS,
     append_results,
     as_row,
@@ -16,7 +17,6 @@ from agents.results import (
     validate_results,
     write_results,
 )
-from prune_gym.errors import DataError, InvalidArgumentError, TaskError
 
 TASK = "digits-cnn-v1"
 VAL = 120  # validation images: enough for a real accuracy, fast to replay

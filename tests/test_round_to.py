@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agents.baselines import global_magnitude, random_search, uniform
 from agents.methods import make_evaluator, make_network, run_method
 from prune_gym.errors import InvalidArgumentError
 from prune_gym.keep import round_counts
+from prune_gym.search import global_magnitude, random_search, uniform
 
 BUDGET = 0.5
 
@@ -121,7 +121,7 @@ def test_run_method_takes_round_to_where_counts_are_set(tmp_path) -> None:
 
 def test_cli_search_round_to(tmp_path, capsys) -> None:
     from agents.cli import main
-    from agents.results import read_results
+    from prune_gym.results import read_results
 
     out = tmp_path / "run"
     assert main(["search", "--task", "digits-cnn-v1", "--agent", "global-magnitude",

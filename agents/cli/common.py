@@ -55,7 +55,7 @@ def run_error(message: str) -> Exception:
 
 def read_run_rows(run: str | Path) -> tuple[Path, list[dict[str, Any]]]:
     """The run directory and its ``results.csv`` rows; an error if it is not a run."""
-    from agents.results import read_results
+    from prune_gym.results import read_results
 
     path = Path(run)
     if not path.is_dir():

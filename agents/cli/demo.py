@@ -88,8 +88,8 @@ def run_demo(args: argparse.Namespace) -> int:
     from agents.cli.plots import accuracy_vs_macs, curve_plot
     from agents.cli.search import check_agent_env
     from agents.methods import baseline_names, run_method
-    from agents.results import as_row, write_results
     from prune_gym.budget import Budget
+    from prune_gym.results import as_row, write_results
 
     start = time.perf_counter()
     spec = Budget(args.budget, argument="--budget")

@@ -49,8 +49,8 @@ def add_commands(sub) -> None:
 def finetune_run(run, *, steps: int = DEFAULT_STEPS, batch_size: int = 64, lr: float = 0.01,
                  method: str | None = None, test_samples: int | None = None, task=None) -> dict:
     """Fine-tune a run's state, save the model and update ``results.csv``; the updated row."""
-    from agents.results import write_results
     from prune_gym.export import save_model
+    from prune_gym.results import write_results
 
     path, rows = read_run_rows(run)
     index = pick_row(rows, method, path / "results.csv")

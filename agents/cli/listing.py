@@ -47,10 +47,10 @@ def run_envs(args: argparse.Namespace) -> int:
 
 
 def run_tasks(args: argparse.Namespace) -> int:
-    from prune_gym.tasks import _TASKS, list_tasks
+    from prune_gym.tasks.registry import describe_task, list_tasks
 
     for name in list_tasks():
-        print(f"{name:<22} {_TASKS[name].description}")
+        print(f"{name:<22} {describe_task(name)}")
     return 0
 
 

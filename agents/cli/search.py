@@ -173,7 +173,7 @@ def run_search(args: argparse.Namespace) -> int:
 
 def run_baselines(args: argparse.Namespace) -> int:
     from agents.methods import baseline_names, run_method
-    from agents.results import as_row, write_results
+    from prune_gym.results import as_row, write_results
 
     spec = _budget(args) if args.budget is not None else None  # before the task is built
     task = load_task(args.task)

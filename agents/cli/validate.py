@@ -9,7 +9,7 @@ from prune_gym.errors import DataError
 
 
 def add_commands(sub) -> None:
-    from agents.results import DEFAULT_TOLERANCE
+    from prune_gym.results import DEFAULT_TOLERANCE
 
     p = sub.add_parser(
         "validate", help="replay a results.csv and flag rows that do not reproduce",
@@ -33,7 +33,7 @@ def _value(v) -> str:
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    from agents.results import read_results, validate_results
+    from prune_gym.results import read_results, validate_results
 
     total = len(read_results(args.results))
     if not total:

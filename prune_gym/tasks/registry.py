@@ -10,7 +10,7 @@ from typing import Any
 from prune_gym.errors import InvalidArgumentError, TaskError
 from prune_gym.tasks.base import Task
 
-__all__ = ["as_task", "list_tasks", "make_task", "register_task"]
+__all__ = ["as_task", "describe_task", "list_tasks", "make_task", "register_task"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,14 @@ def register_task(name: str, factory: Callable[..., Task], description: str) -> 
     if name in _TASKS:
         raise InvalidArgumentError(f"name={name!r} is already registered; bump its version")
     _TASKS[name] = _Spec(factory, description)
+
+
+def describe_task(name: str) -> str:
+    """The one-line description ``name`` was registered with."""
+    if name not in _TASKS:
+        raise TaskError(f"name={name!r} is not a known task; known tasks: "
+                        f"{', '.join(list_tasks())}")
+    return _TASKS[name].description
 
 
 def list_tasks() -> list[str]:
