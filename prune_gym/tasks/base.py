@@ -1,4 +1,5 @@
-"""The :class:`Task` bundle and what every task factory shares (accuracy, atomic writes)."""
+"""The :class:`Task` bundle (it builds the network and evaluator every method scores with) and
+what every task factory shares (accuracy, atomic cache writes)."""
 
 from __future__ import annotations
 
