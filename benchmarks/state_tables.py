@@ -249,7 +249,7 @@ def main() -> None:
         bases = agent_states(task.name, len(net.groups))
     sampler = Sampler(task, net, bases)
     start = time.perf_counter()
-    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) + f" pid {os.getpid()}"
     print(f"{task.name}: {done} rows present, growing to {args.states}", flush=True)
     with csv_path.open("a", newline="") as f:
         writer = csv.writer(f)
