@@ -20,14 +20,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 from machine_info import describe_machine  # noqa: E402 - beside this script
 
-from agents.methods import make_network  # noqa: E402
 from prune_gym.surrogate.model import fit_surrogate, rank_fidelity  # noqa: E402
 from prune_gym.surrogate.table import TABLES_DIR, load_table  # noqa: E402
+from prune_gym.tasks import make_task  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 TARGETS = ("val_accuracy", "test_accuracy", "finetuned_test_accuracy")
@@ -70,7 +69,7 @@ def predict_seconds(table, scores) -> float:
 
 def evaluate_task(task: str) -> dict:
     table = load_table(task)
-    net = make_network(task)
+    net = make_task(task).network()
     scores = [net.scores(g) for g in range(len(net.groups))]
     rng = np.random.default_rng(0)
     order = rng.permutation(len(table))
