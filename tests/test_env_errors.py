@@ -109,6 +109,20 @@ def test_unknown_names(task, net, argument, value, allowed) -> None:
         gym.make("LayerRatio-v0", model=net, val_data=task.val_data, **{argument: value})
 
 
+def test_a_budget_value_is_taken_whole(task, net) -> None:
+    """budget= takes a prune_gym.budget.Budget (fraction, constraint, round_to together);
+    giving its parts again beside it is refused."""
+    from prune_gym.budget import Budget
+
+    env = gym.make("DNNGraph-v0", model=net, val_data=task.val_data,
+                   budget=Budget(0.6, "params", round_to=2)).unwrapped
+    assert (env.budget, env.constraint, env.round_to) == (0.6, "params", 2)
+    assert env.bound.limit == 0.6 * net.base_params
+    with pytest.raises(InvalidArgumentError, match="inside it"):
+        gym.make("DNNGraph-v0", model=net, val_data=task.val_data, budget=Budget(0.6),
+                 constraint="params")
+
+
 @pytest.mark.parametrize("budget", [0, -0.5, 1.5, float("nan"), "half", True])
 def test_budget_outside_range(task, net, budget) -> None:
     with raises(InvalidArgumentError, "budget"):
