@@ -77,7 +77,8 @@ def _describe_split(node) -> str | None:
         dim = node.module.dim
         if sizes is not None and start == 0 and step == 1 and end >= sizes[dim]:
             return None  # the whole dim: no slice at all
-        return f"a channel slice ({name}: x[:, {start}:{end}])"
+        stop = "" if sizes is not None and end >= sizes[dim] else end
+        return f"a channel slice ({name}: x[:, {start or ''}:{stop}])"
     if any(w in lower for w in _PARTIAL_WRITES):
         return f"a write into part of the channels ({name}: x[:, a:b] = ... / +=)"
     return None
@@ -122,6 +123,10 @@ def _deadline(seconds: float | None, stage: list[str]):
             not hasattr(signal, "setitimer"):
         yield
         return
+    outer, _ = signal.getitimer(signal.ITIMER_REAL)
+    if 0 < outer <= seconds:  # the caller's own alarm comes first: leave it to fire
+        yield
+        return
     start = time.perf_counter()
 
     def expire(signum, frame):
@@ -147,6 +152,9 @@ def _deadline(seconds: float | None, stage: list[str]):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        if outer:  # re-arm the caller's alarm for the time it had left
+            signal.setitimer(signal.ITIMER_REAL,
+                             max(outer - (time.perf_counter() - start), 1e-3))
 
 
 def trace(model: torch.nn.Module, example_inputs: tuple, *, customized_pruners: dict,

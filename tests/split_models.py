@@ -159,17 +159,72 @@ class SKNet(nn.Module):
         return self.fc(self.head(x).mean((2, 3)))
 
 
-class PartialResidualStack(nn.Module):
-    """Several partial-channel residuals in a row (each one multiplies Torch-Pruning's search)."""
+class RexBlock(nn.Module):
+    """RexNet's block: the residual is added to the first ``cin`` of ``cout`` channels."""
 
-    def __init__(self, blocks: int = 4, num_classes: int = 10):
+    def __init__(self, cin: int, cout: int):
         super().__init__()
-        self.stem = conv_bn(3, 16)
-        self.wide = nn.ModuleList(conv_bn(16, 24) for _ in range(blocks))
-        self.fc = nn.Linear(16, num_classes)
+        self.cin = cin
+        self.body = nn.Sequential(conv_bn(cin, cout * 2), nn.Conv2d(cout * 2, cout, 1, bias=False),
+                                  nn.BatchNorm2d(cout))
 
     def forward(self, x):
-        x = self.stem(x)
-        for wide in self.wide:
-            x = wide(x)[:, :16] + x
-        return self.fc(x.mean((2, 3)))
+        y = self.body(x)
+        return torch.cat([y[:, :self.cin] + x, y[:, self.cin:]], dim=1)
+
+
+class PartialResidualStack(nn.Module):
+    """RexNet-style blocks whose channels grow by 4 each (partial residuals in a row: without
+    the cut at the slices, Torch-Pruning's group search does not end on this net)."""
+
+    def __init__(self, blocks: int = 9, num_classes: int = 10):
+        super().__init__()
+        self.stem = conv_bn(3, 16)
+        self.blocks = nn.Sequential(*(RexBlock(16 + 4 * i, 20 + 4 * i) for i in range(blocks)))
+        self.head = conv_bn(16 + 4 * blocks, 32, stride=2)
+        self.fc = nn.Linear(32, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.head(self.blocks(self.stem(x))).mean((2, 3)))
+
+
+class CSPBottleneck(nn.Module):
+    """YOLO's bottleneck: a 1x1 conv to a hidden width, a 3x3 conv back, a residual."""
+
+    def __init__(self, channels: int, hidden: int):
+        super().__init__()
+        self.cv1 = conv_bn(channels, hidden)
+        self.cv2 = conv_bn(hidden, channels)
+
+    def forward(self, x):
+        return x + self.cv2(self.cv1(x))
+
+
+class CSPStage(nn.Module):
+    """A CSP-Darknet stage as in YOLOv8's C2f / timm's CrossStage: a strided conv, a 1x1
+    conv whose output is chunked in two, bottlenecks on one half, concatenate, a 1x1 conv."""
+
+    def __init__(self, cin: int, cout: int, blocks: int):
+        super().__init__()
+        self.down = conv_bn(cin, cout, stride=2)
+        self.expand = conv_bn(cout, cout)
+        self.blocks = nn.Sequential(*(CSPBottleneck(cout // 2, cout // 2) for _ in range(blocks)))
+        self.transition = conv_bn(cout, cout)
+
+    def forward(self, x):
+        keep, work = self.expand(self.down(x)).chunk(2, dim=1)
+        return self.transition(torch.cat([self.blocks(work), keep], dim=1))
+
+
+class CSPDarknet(nn.Module):
+    """A small CSP-Darknet backbone (the YOLO family's) with a classification head."""
+
+    def __init__(self, num_classes: int = 10, widths=(16, 32, 64, 96), blocks=(1, 2, 2)):
+        super().__init__()
+        self.stem = conv_bn(3, widths[0])
+        self.stages = nn.Sequential(*(CSPStage(cin, cout, n) for cin, cout, n
+                                      in zip(widths, widths[1:], blocks)))
+        self.fc = nn.Linear(widths[-1], num_classes)
+
+    def forward(self, x):
+        return self.fc(self.stages(self.stem(x)).mean((2, 3)))
