@@ -49,8 +49,8 @@ from prune_gym.evaluate import Evaluator  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CELLS = RESULTS / "agents_cells"
-DEFAULT_CONFIGS = ("digits-cnn-v0@0.5", "digits-resnet-v0@0.5", "cifar10-resnet20-v0@0.5",
-                   "cifar10-resnet20-v0@0.3", "cifar10-resnet56-v0@0.5")
+DEFAULT_CONFIGS = ("digits-cnn-v1@0.5", "digits-resnet-v1@0.5", "cifar10-resnet20-v2@0.5",
+                   "cifar10-resnet20-v2@0.3", "cifar10-resnet56-v2@0.5")
 TRANSFER = "gat-transfer"
 # the goal's two sides: graph-policy agents against the non-learning baselines
 GRAPH_AGENTS = ("ppo-lagrangian-gat", "ppo-lagrangian-mgnn", "balemans", TRANSFER)
@@ -438,7 +438,7 @@ def main() -> None:
     parser.add_argument("--val-samples", type=int, default=1000)
     parser.add_argument("--test-samples", type=int, default=None)
     parser.add_argument("--finetune-steps", type=int, default=200)
-    parser.add_argument("--transfer-source", default="digits-resnet-v0")
+    parser.add_argument("--transfer-source", default="digits-resnet-v1")
     parser.add_argument("--transfer-timesteps", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--ray", action="store_true",

@@ -339,7 +339,7 @@ def main() -> None:
     if args.vec_only:
         results = json.loads((RESULTS / "envs.json").read_text())
         results["vec"], results["vec_load_before"] = [], os.getloadavg()
-    tasks = [("digits-cnn-v0", {})]
+    tasks = [("digits-cnn-v1", {})]
     if args.skip_resnet:
         results["skipped"]["cifar10-resnet56-v0"] = "--skip-resnet"
     elif not SHARED.is_dir():
@@ -359,21 +359,21 @@ def main() -> None:
         print(f"{name}: {len(net.groups)} groups, {len(val[0])} validation images")
         rows = results["envs"].get(name, []) if args.vec_only else []
         configs = [] if args.vec_only else [("", {})]
-        if name != "digits-cnn-v0" and not args.vec_only:
+        if name != "digits-cnn-v1" and not args.vec_only:
             configs.append((" +BN recal 4x64", {"bn_recalibration": 4,
                                                  "train_data": task.data.train.as_tuple()}))
         for label, extra in configs:
             for env_id in ENV_IDS:
                 row = bench_env(env_id, net, val, args.repeats,
-                                args.min_seconds if name == "digits-cnn-v0" else 0.0,
+                                args.min_seconds if name == "digits-cnn-v1" else 0.0,
                                 budget=0.5, **extra)
                 row["env"] += label
                 print(f"  {row}")
                 rows.append(row)
         results["envs"][name] = rows
-        vec_ids = ENV_IDS if name == "digits-cnn-v0" else ("LayerRatio-v0",)
+        vec_ids = ENV_IDS if name == "digits-cnn-v1" else ("LayerRatio-v0",)
         for env_id in vec_ids:
-            seconds = args.vec_seconds * (1 if name == "digits-cnn-v0" else 3)
+            seconds = args.vec_seconds * (1 if name == "digits-cnn-v1" else 3)
             actions = ("random", "constant")
             for kind in ("sb3", "gym-async"):
                 for action in actions:
@@ -386,7 +386,7 @@ def main() -> None:
                                            "lockstep_limit": limit})
                     print(f"  {kind} {env_id} {action}: 1 worker {w1:.1f}/s, "
                           f"2 workers {w2:.1f}/s, lock-step limit {limit:.2f}x")
-        if name == "digits-cnn-v0" and not (args.skip_memory or args.vec_only):
+        if name == "digits-cnn-v1" and not (args.skip_memory or args.vec_only):
             for env_id in ENV_IDS:
                 results["memory"].append(memory(env_id, net, val))
                 print(f"  memory {results['memory'][-1]}")

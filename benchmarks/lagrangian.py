@@ -1,7 +1,7 @@
 """Does the multiplier settle, and do the final states end near the budget (not far under)?
 
 PPOLagrangian on ``LayerRatio-v0`` (cmdp mode: nothing stops the agent from over- or
-under-pruning) on the embedded ``digits-resnet-v0`` at budget 0.5, for each multiplier
+under-pruning) on the embedded ``digits-resnet-v1`` at budget 0.5, for each multiplier
 rule, driven by two constraint signals:
 
 * ``signed_cost`` (``metric / limit - 1`` at the end of an episode, negative under budget),
@@ -79,7 +79,7 @@ SETTINGS = {
 
 
 def load():
-    task = make_task("digits-resnet-v0")
+    task = make_task("digits-resnet-v1")
     net = PrunableNetwork(task.model, task.example_inputs)
     net.topology  # noqa: B018 - analysed once, copied into every env
     return task, net
@@ -113,7 +113,7 @@ def markdown(rows: list[dict], args, machine: str, budget: float) -> str:
              f"`python benchmarks/lagrangian.py --steps {args.steps} --seeds {args.seeds} "
              f"--jobs {args.jobs}` (all settings, both signals)", "",
              f"Machine: {machine}", "",
-             f"PPOLagrangian on LayerRatio-v0 (cmdp), digits-resnet-v0, budget {budget} of "
+             f"PPOLagrangian on LayerRatio-v0 (cmdp), digits-resnet-v1, budget {budget} of "
              f"MACs, {args.steps} steps per run. Ratios are MACs kept / original, over the "
              "episodes of the last quarter of training (first: the first twelfth).", "",
              "| multiplier | signal | seed | lambda: after rollout 1, mid, end | ratio first | "
@@ -144,7 +144,7 @@ def main() -> None:
             rows = list(pool.map(run, *zip(*grid)))
     else:
         rows = [run(*cell) for cell in grid]
-    task = make_task("digits-resnet-v0")
+    task = make_task("digits-resnet-v1")
     machine = describe_machine()
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "lagrangian.json").write_text(json.dumps(

@@ -1,7 +1,7 @@
 """Policy benchmark: what the graph policies cost next to the evaluations they drive.
 
 On ResNet-56 observations (``cifar10-resnet56-v0``; needs ``../shared/data``, else the
-embedded ``digits-resnet-v0`` stands in and the table says so):
+embedded ``digits-resnet-v1`` stands in and the table says so):
 
 * one extractor forward on a batch of 64 observations (GAT, m-GNN), median of repeats;
 * one PPO gradient step (forward + backward + Adam) of PPOLagrangian with each extractor on
@@ -70,7 +70,7 @@ def load(args):
         task = make_task("cifar10-resnet56-v0", data_dir=str(SHARED), max_train=1000,
                          max_test=100)
     else:
-        task = make_task("digits-resnet-v0")
+        task = make_task("digits-resnet-v1")
     net = PrunableNetwork(task.model, task.example_inputs)
     net.topology  # noqa: B018 - analysed once, copied into every env
     return task, net
@@ -165,7 +165,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--digits", action="store_true", help="use digits-resnet-v0")
+    parser.add_argument("--digits", action="store_true", help="use digits-resnet-v1")
     args = parser.parse_args()
     task, net = load(args)
     env = gym.make("DNNGraph-v0", model=net, val_data=task.val_data, eval_samples=10)

@@ -43,7 +43,7 @@ from prune_gym.evaluate import Evaluator  # noqa: E402
 from prune_gym.tasks import list_tasks, make_task  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-TASKS = ("digits-cnn-v0", "digits-resnet-v0")
+TASKS = ("digits-cnn-v1", "digits-resnet-v1")
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:

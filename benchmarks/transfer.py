@@ -71,7 +71,7 @@ def policy_act(agent):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sources", nargs="*", default=["digits-cnn-v0", "digits-resnet-v0"])
+    parser.add_argument("--sources", nargs="*", default=["digits-cnn-v1", "digits-resnet-v1"])
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--random-episodes", type=int, default=10)
     args = parser.parse_args()

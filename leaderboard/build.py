@@ -35,7 +35,7 @@ ENTRIES = HERE / "entries"
 README = HERE / "README.md"
 BEGIN, END = "<!-- BEGIN TABLES -->", "<!-- END TABLES -->"
 # The standard tasks and budgets, in the order of the tables.
-STANDARD = ("digits-cnn-v0@0.5", "digits-resnet-v0@0.5", "cifar10-resnet20-v0@0.5",
+STANDARD = ("digits-cnn-v1@0.5", "digits-resnet-v1@0.5", "cifar10-resnet20-v0@0.5",
             "cifar10-resnet20-v0@0.3", "cifar10-resnet56-v0@0.5")
 REQUIRED = {"algorithm": str, "authors": str, "code": str, "description": str, "date": str}
 TEMPLATE = {"algorithm": "PPOLagrangian + GraphPolicy (GAT) on DNNGraph-v0",
@@ -141,7 +141,7 @@ def import_benchmark(path: Path = ROOT / "benchmarks" / "results" / "agents.csv"
         folder.mkdir(parents=True, exist_ok=True)
         spec = METHODS.get(method) if method in names else None
         description = spec.description if spec else \
-            "the GAT graph policy trained on digits-resnet-v0, sampled on this task (zero-shot)"
+            "the GAT graph policy trained on digits-resnet-v1, sampled on this task (zero-shot)"
         meta = {"algorithm": description, "authors": "prune-gym maintainers",
                 "code": "benchmarks/agents.py",
                 "description": f"agents benchmark row: `prune-gym benchmark agents`, method "

@@ -3,7 +3,7 @@
 RLlib builds its environments itself, in every EnvRunner process, from a creator
 registered by name that takes RLlib's ``env_config`` dict. :func:`register_rllib_envs`
 registers the three ids under their Gymnasium names, so after it
-``PPOConfig().environment("DNNGraph-v0", env_config={"model": "digits-cnn-v0"})`` runs our
+``PPOConfig().environment("DNNGraph-v0", env_config={"model": "digits-cnn-v1"})`` runs our
 environment with RLlib's own default model.
 
 What RLlib's default models (new API stack; checked on ray 2.60) cannot take, and what is
@@ -87,7 +87,7 @@ class BitsAsCategories(gym.ActionWrapper):
 def make_rllib_env(env_id: str, env_config: Mapping | None = None, *,
                    flatten: bool = True) -> gym.Env:
     """Environment ``env_id`` made from ``env_config`` (its keyword arguments, e.g.
-    ``{"model": "digits-cnn-v0", "budget": 0.5}``), in the form RLlib's default models read.
+    ``{"model": "digits-cnn-v1", "budget": 0.5}``), in the form RLlib's default models read.
 
     Args:
         env_id: one of :data:`prune_gym.ENV_IDS`.
@@ -101,7 +101,7 @@ def make_rllib_env(env_id: str, env_config: Mapping | None = None, *,
         env_config = {}
     if not isinstance(env_config, Mapping) or not all(isinstance(k, str) for k in env_config):
         raise InvalidArgumentError(f"env_config must be a dict of {env_id}'s keyword arguments "
-                                   f"(e.g. {{'model': 'digits-cnn-v0'}}); got "
+                                   f"(e.g. {{'model': 'digits-cnn-v1'}}); got "
                                    f"{type(env_config).__name__}")
     if not isinstance(flatten, (bool, np.bool_)):
         raise InvalidArgumentError(f"flatten must be True or False; got {flatten!r}")

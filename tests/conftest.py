@@ -53,10 +53,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 # -- the embedded task, analysed once for the whole run ----------------------------------
 @pytest.fixture(scope="session")
 def task():
-    """The embedded ``digits-cnn-v0`` task (trained on first use, then cached)."""
+    """The embedded ``digits-cnn-v1`` task (trained on first use, then cached)."""
     from prune_gym.tasks import make_task
 
-    return make_task("digits-cnn-v0")
+    return make_task("digits-cnn-v1")
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """Helpers for the graph-agent tests: a second network ("B") and shared padded sizes.
 
-Network A is the embedded ``digits-cnn-v0`` (3 prunable groups, no blocks); network B is
-the embedded ``digits-resnet-v0`` (residual blocks, >= 10 groups). Observed with the same
+Network A is the embedded ``digits-cnn-v1`` (3 prunable groups, no blocks); network B is
+the embedded ``digits-resnet-v1`` (residual blocks, >= 10 groups). Observed with the same
 ``max_*`` sizes, the two share one observation and action space, which is what lets one
 policy act on both.
 """
@@ -19,7 +19,7 @@ def network_b():
     """``(task, net)`` of the embedded residual network (trained on first use, then cached)."""
     from prune_gym.tasks import make_task
 
-    task = make_task("digits-resnet-v0")
+    task = make_task("digits-resnet-v1")
     net = PrunableNetwork(task.model, task.example_inputs)
     net.topology  # noqa: B018 - built now so that env copies carry it
     return task, net

@@ -40,7 +40,7 @@ def env_kwargs(task, net) -> dict:
 def resnet():
     from prune_gym.tasks import make_task
 
-    return make_task("digits-resnet-v0")
+    return make_task("digits-resnet-v1")
 
 
 def rows(path) -> list[dict]:

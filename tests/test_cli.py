@@ -19,7 +19,7 @@ from agents.results import read_results
 from prune_gym.export import load_model, read_metadata
 from tests.time_limit import time_limit
 
-TASK = "digits-cnn-v0"
+TASK = "digits-cnn-v1"
 # the example, with fewer validation images so that the test takes seconds
 SEARCH = ["search", "--task", TASK, "--env", "DNNGraph-v0", "--agent", "ppo-lagrangian-gat",
           "--budget", "0.5", "--timesteps", "64", "--val-samples", "100"]
@@ -48,7 +48,7 @@ def test_listings_one_line_each(capsys) -> None:
     assert [line.split()[0] for line in out.splitlines()] == [
         "LayerRatio-v0", "DNNGraph-v0", "ChannelMask-v0"]
     code, out, _ = run(capsys, "tasks")
-    assert code == 0 and {"digits-cnn-v0", "digits-resnet-v0"} <= {
+    assert code == 0 and {"digits-cnn-v1", "digits-resnet-v1"} <= {
         line.split()[0] for line in out.splitlines()}
     code, out, _ = run(capsys, "agents")
     names = {line.split()[0]: line.split()[1:3] for line in out.splitlines()}
@@ -118,11 +118,11 @@ def test_validate_flags_a_tampered_row(capsys, search_run, tmp_path) -> None:
         repr(row["val_accuracy"]), repr(min(1.0, row["val_accuracy"] + 0.05))) + "\n")
     code, out, _ = run(capsys, "validate", str(tampered))
     assert code == 1
-    assert "line 2: ppo-lagrangian-gat on digits-cnn-v0: ok" in out
-    assert "line 3: ppo-lagrangian-gat on digits-cnn-v0: DOES NOT REPRODUCE" in out
+    assert "line 2: ppo-lagrangian-gat on digits-cnn-v1: ok" in out
+    assert "line 3: ppo-lagrangian-gat on digits-cnn-v1: DOES NOT REPRODUCE" in out
     assert "val_accuracy: recorded" in out and "1 flagged" in out
-    code, _, err = run(capsys, "validate", str(tampered), "--task", "digits-resnet-v0")
-    assert code == 2 and "digits-cnn-v0" in err
+    code, _, err = run(capsys, "validate", str(tampered), "--task", "digits-resnet-v1")
+    assert code == 2 and "digits-cnn-v1" in err
     (tmp_path / "cols.csv").write_text(text.replace(",macs,", ",flops,"))
     code, _, err = run(capsys, "validate", str(tmp_path / "cols.csv"))
     assert code == 2 and "missing column(s) macs" in err

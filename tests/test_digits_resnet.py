@@ -1,4 +1,5 @@
-"""The second embedded task, digits-resnet-v0: trains, caches, prunes (>= 10 groups), runs envs."""
+"""The second embedded task, digits-resnet-v1: its recipe trains and caches; it prunes
+(>= 10 groups) and runs envs."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from prune_gym.models import DigitsResNet, get_model
 from prune_gym.tasks import Task, list_tasks, make_task
 from prune_gym.verify import measure
 
-NAME = "digits-resnet-v0"
+NAME = "digits-resnet-v1"
 
 
 def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -29,8 +30,14 @@ def cache(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def task(cache) -> Task:
-    return make_task(NAME, cache_dir=cache)
+def trained(cache) -> Task:
+    """The network trained here by the task's recipe (``train=True``), not the shipped one."""
+    return make_task(NAME, cache_dir=cache, train=True)
+
+
+@pytest.fixture(scope="module")
+def task() -> Task:
+    return make_task(NAME)
 
 
 @pytest.fixture(scope="module")
@@ -43,24 +50,26 @@ def test_listed_and_registered_as_a_model() -> None:
     assert isinstance(get_model("digits_resnet"), DigitsResNet)
 
 
-def test_trains_to_95_percent_and_caches(task, cache) -> None:
-    assert task.name == NAME and task.version == 0 and task.budget == 0.5
+def test_trains_to_95_percent_and_caches(trained, cache) -> None:
+    task = trained
+    assert task.name == NAME and task.version == 1 and task.budget == 0.5
     assert isinstance(task.model, DigitsResNet) and not task.model.training
     assert task.example_inputs.shape == (1, 1, 8, 8) and task.num_classes == 10
     assert task.metadata["from_cache"] is False
-    assert task.metadata["recipe"].startswith(NAME + "/")
+    assert task.metadata["recipe"].startswith("digits-resnet-v0/")  # the recipe's first name
     assert accuracy(task.model, *task.data.test.as_tuple()) >= 0.95
     assert task.metadata["test_accuracy"] >= 0.95
     assert task.metadata["weights"].startswith(cache)
     folder = Path(task.metadata["weights"]).parent
-    assert folder.name == NAME  # its own cache folder: never digits-cnn-v0's weights
+    assert folder.name == NAME  # its own cache folder: never digits-cnn-v1's weights
     assert [p.name for p in folder.iterdir()] == ["seed0.pt"]  # atomic write: no temp file
 
 
-def test_reloads_from_cache_and_retrain_ignores_it(task, cache, monkeypatch) -> None:
+def test_reloads_from_cache_and_retrain_ignores_it(trained, cache, monkeypatch) -> None:
+    task = trained
     monkeypatch.setattr("prune_gym.tasks.digits.train_digits_resnet",
                         lambda *a, **k: pytest.fail("retrained despite a cache"))
-    again = make_task(NAME, cache_dir=cache, budget=0.3)
+    again = make_task(NAME, cache_dir=cache, budget=0.3, train=True)
     assert again.metadata["from_cache"] is True and again.budget == 0.3
     for a, b in zip(again.model.state_dict().values(), task.model.state_dict().values(),
                     strict=True):
@@ -68,7 +77,7 @@ def test_reloads_from_cache_and_retrain_ignores_it(task, cache, monkeypatch) -> 
     calls = []
     monkeypatch.setattr("prune_gym.tasks.digits.train_digits_resnet",
                         lambda data, seed: calls.append(seed) or DigitsResNet().eval())
-    make_task(NAME, cache_dir=cache, retrain=True)
+    make_task(NAME, cache_dir=cache, train=True, retrain=True)
     assert calls == [0]
 
 

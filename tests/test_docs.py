@@ -62,7 +62,7 @@ def check_quickstart(ns: dict, tmp_path: Path) -> None:
     assert 0.0 <= info["accuracy"] <= 1.0 and info["cost"] >= 0.0
     from prune_gym.tasks import make_task
 
-    assert ns["env"].unwrapped.net.base_params == _params(make_task("digits-cnn-v0").model)
+    assert ns["env"].unwrapped.net.base_params == _params(make_task("digits-cnn-v1").model)
     assert _params(ns["pruned"]) < ns["env"].unwrapped.net.base_params
 
 
@@ -86,8 +86,8 @@ def check_agents(ns: dict, tmp_path: Path) -> None:
 
 
 def check_tasks(ns: dict, tmp_path: Path) -> None:
-    assert {"digits-cnn-v0", "digits-resnet-v0"} <= set(ns["list_tasks"]())
-    assert ns["task"].budget == 0.3 and ns["task"].name == "digits-resnet-v0"
+    assert {"digits-cnn-v1", "digits-resnet-v1"} <= set(ns["list_tasks"]())
+    assert ns["task"].budget == 0.3 and ns["task"].name == "digits-resnet-v1"
     assert ns["mine"].name == "my-digits-v0" and ns["mine"].budget == 0.6
 
 

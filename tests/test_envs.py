@@ -65,7 +65,7 @@ def test_registered_and_default_construction() -> None:
     for env_id in ENV_IDS:
         assert env_id in gym.registry
     env = gym.make("DNNGraph-v0")  # the embedded task: no other argument needed
-    assert env.unwrapped.task == "digits-cnn-v0" and env.unwrapped.budget == 0.5
+    assert env.unwrapped.task == "digits-cnn-v1" and env.unwrapped.budget == 0.5
     obs, info = env.reset(seed=0)
     assert env.observation_space.contains(obs)
     assert isinstance(env.unwrapped, prune_gym.DNNGraphEnv)

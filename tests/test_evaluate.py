@@ -147,7 +147,7 @@ def test_bad_arguments(kwargs, error, match, data):
 
 
 # -- the physically pruned network: same results, less work ------------------------------
-@pytest.fixture(scope="module", params=["digits-cnn-v0", "digits-resnet-v0"])
+@pytest.fixture(scope="module", params=["digits-cnn-v1", "digits-resnet-v1"])
 def real(request):
     """An embedded task's trained model, its analysed network and its splits."""
     from prune_gym.tasks import make_task

@@ -45,7 +45,7 @@ def _pruned(model, example, budget=0.5):
 def digits():
     """(pruned model, keep, example, validation images) for both embedded digits tasks."""
     out = {}
-    for name in ("digits-cnn-v0", "digits-resnet-v0"):
+    for name in ("digits-cnn-v1", "digits-resnet-v1"):
         task = make_task(name)
         pruned, keep = _pruned(task.model, task.example_inputs)
         out[name] = (pruned, keep, task.example_inputs, task.val_data[0][:32])
@@ -57,7 +57,7 @@ def _state(model: nn.Module) -> dict:
 
 
 @pytest.mark.parametrize("fmt", LOCAL)
-@pytest.mark.parametrize("name", ["digits-cnn-v0", "digits-resnet-v0"])
+@pytest.mark.parametrize("name", ["digits-cnn-v1", "digits-resnet-v1"])
 def test_round_trip_gives_the_same_outputs(digits, tmp_path, name, fmt):
     pruned, keep, example, images = digits[name]
     pruned.train()  # saving must neither switch the caller's model to eval nor touch it
@@ -81,7 +81,7 @@ def test_round_trip_gives_the_same_outputs(digits, tmp_path, name, fmt):
 
 def test_state_dict_file_holds_the_pruned_shapes(digits, tmp_path):
     """The reason for pickling the module: its class would build the unpruned shapes."""
-    pruned, _, example, _ = digits["digits-cnn-v0"]
+    pruned, _, example, _ = digits["digits-cnn-v1"]
     fresh = type(pruned)()
     with pytest.raises(RuntimeError, match="size mismatch"):
         fresh.load_state_dict(pruned.state_dict())
@@ -152,7 +152,7 @@ def test_a_module_that_cannot_be_pickled_says_what_to_use(tmp_path):
 
 
 def test_bad_arguments_name_what_is_right(digits, tmp_path):
-    pruned, _, example, _ = digits["digits-cnn-v0"]
+    pruned, _, example, _ = digits["digits-cnn-v1"]
     with pytest.raises(InvalidArgumentError, match="format='pickle'.*state_dict, torchscript, "
                                                    "onnx"):
         save_model(pruned, tmp_path / "m", "pickle", example)
@@ -185,7 +185,7 @@ def test_onnx_without_its_packages_names_every_missing_one(digits, tmp_path, mon
         return real(mod, *args)
 
     monkeypatch.setattr(export_module.importlib.util, "find_spec", find_spec)
-    pruned, _, example, _ = digits["digits-cnn-v0"]
+    pruned, _, example, _ = digits["digits-cnn-v1"]
     path = tmp_path / "m.onnx"
     with pytest.raises(MissingExportDependencyError, match=f"format='onnx'.*pip install {named}`"
                        ) as info:
@@ -207,7 +207,7 @@ def test_loading_onnx_without_onnxruntime_says_so(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(not HAS_ONNX, reason="onnx, onnxscript and onnxruntime are not installed")
 def test_onnx_keeps_the_batch_size_free(digits, tmp_path):
-    pruned, _, example, images = digits["digits-resnet-v0"]
+    pruned, _, example, images = digits["digits-resnet-v1"]
     loaded = load_model(save_model(pruned, tmp_path / "m.onnx", "onnx", example))
     for n in (1, 7):
         with torch.no_grad():

@@ -20,7 +20,7 @@ from prune_gym.tasks import make_task
 
 @pytest.fixture(scope="module")
 def setup():
-    task = make_task("digits-cnn-v0")
+    task = make_task("digits-cnn-v1")
     net = PrunableNetwork(task.model, task.example_inputs)
     keep = uniform(net, 0.4)
     return task, net, keep, Evaluator(task.val_data)

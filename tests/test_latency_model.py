@@ -82,7 +82,7 @@ def test_fit_is_monotone_saved_and_checked(net, latency_model, tmp_path) -> None
     path = model.save(tmp_path / "m.json")
     again = load_latency_model(path)
     keep = random_keeps(net, 1, seed=2)[0]
-    copy = make_network("digits-cnn-v0")
+    copy = make_network("digits-cnn-v1")
     copy.set_latency_model(str(path))
     assert copy.metric(keep, "latency") == net.metric(keep, "latency")
     assert again == model
@@ -91,10 +91,10 @@ def test_fit_is_monotone_saved_and_checked(net, latency_model, tmp_path) -> None
 
 
 def test_bad_latency_models_are_named(net, latency_model, tmp_path) -> None:
-    fresh = make_network("digits-cnn-v0")
+    fresh = make_network("digits-cnn-v1")
     with pytest.raises(InvalidArgumentError, match="constraint='latency' needs"):
         fresh.metric([g.size for g in fresh.groups], "latency")
-    other = make_network("digits-resnet-v0")
+    other = make_network("digits-resnet-v1")
     with pytest.raises(InvalidArgumentError, match="fitted on a network with channel groups"):
         other.set_latency_model(latency_model)
     with pytest.raises(InvalidArgumentError, match="is not a file"):
@@ -144,7 +144,7 @@ def test_env_arguments_are_checked(make, latency_model) -> None:
     with pytest.raises(InvalidArgumentError, match="latency_model is read only with"):
         make("DNNGraph-v0", latency_model=latency_model)
     with pytest.raises(InvalidArgumentError, match="fitted on a network"):
-        make("DNNGraph-v0", model="digits-resnet-v0", constraint="latency",
+        make("DNNGraph-v0", model="digits-resnet-v1", constraint="latency",
              latency_model=latency_model)
 
 
@@ -163,31 +163,31 @@ def test_run_method_and_its_run_directory(latency_model, budget, tmp_path) -> No
 
     path = latency_model.save(tmp_path / "m.json")
     run = tmp_path / "u"
-    result = run_method("uniform", "digits-cnn-v0", budget=budget, constraint="latency",
+    result = run_method("uniform", "digits-cnn-v1", budget=budget, constraint="latency",
                         latency_model=str(path), run_dir=run)
     assert result.feasible and result.constraint == "latency"
     assert load_latency_model(run / "latency_model.json") == latency_model
     # resuming with another model is refused: it prices the budget otherwise
     other = LatencyModel(**{**latency_model.__dict__, "base_s": latency_model.base_s * 2})
     with pytest.raises(RunDirectoryError, match="latency_model"):
-        run_method("uniform", "digits-cnn-v0", budget=budget, constraint="latency",
+        run_method("uniform", "digits-cnn-v1", budget=budget, constraint="latency",
                    latency_model=other, run_dir=run, resume=True)
     with pytest.raises(InvalidArgumentError, match="needs latency_model"):
-        run_method("uniform", "digits-cnn-v0", budget=budget, constraint="latency")
+        run_method("uniform", "digits-cnn-v1", budget=budget, constraint="latency")
     with pytest.raises(InvalidArgumentError, match="not for rl-pruner"):
-        run_method("rl-pruner", "digits-cnn-v0", budget=budget, constraint="latency",
+        run_method("rl-pruner", "digits-cnn-v1", budget=budget, constraint="latency",
                    latency_model=latency_model, evaluations=4)
     with pytest.raises(InvalidArgumentError, match="read only with constraint='latency'"):
-        run_method("uniform", "digits-cnn-v0", budget=budget, latency_model=latency_model)
+        run_method("uniform", "digits-cnn-v1", budget=budget, latency_model=latency_model)
 
 
 def test_rl_agent_trains_on_a_latency_budget(latency_model, budget, tmp_path) -> None:
-    result = run_method("ppo-lagrangian-gat", "digits-cnn-v0", budget=budget,
+    result = run_method("ppo-lagrangian-gat", "digits-cnn-v1", budget=budget,
                         constraint="latency", latency_model=latency_model, timesteps=32,
                         run_dir=tmp_path / "g")
     config = json.loads((tmp_path / "g" / "config.json").read_text())
     assert config["env_kwargs"]["latency_model"].endswith("latency_model.json")
-    net = make_network("digits-cnn-v0")
+    net = make_network("digits-cnn-v1")
     net.set_latency_model(latency_model)
     ratio = net.metric(result.keep, "latency") / net.metric([g.size for g in net.groups],
                                                             "latency")
@@ -243,7 +243,7 @@ def test_a_model_of_rounded_states_asks_for_rounded_searches(net, make) -> None:
     with pytest.raises(InvalidArgumentError, match="search with round_to=8"):
         make("DNNGraph-v0", budget=ENV_BUDGET, constraint="latency", latency_model=model)
     with pytest.raises(InvalidArgumentError, match="search with round_to=8"):
-        run_method("uniform", "digits-cnn-v0", budget=ENV_BUDGET, constraint="latency",
+        run_method("uniform", "digits-cnn-v1", budget=ENV_BUDGET, constraint="latency",
                    latency_model=model, round_to=4)
     # the distinct rounded states of a small network are few: each is timed once
     few = fit_latency_model(net, batch_size=4, states=40, rounds=1, min_time=0.0, round_to=16)

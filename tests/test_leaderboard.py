@@ -31,7 +31,7 @@ def test_tables_are_current() -> None:
 
 def test_there_are_entries_for_the_embedded_tasks() -> None:
     configs = {p.parent.name for p in SUBMISSIONS}
-    assert {"digits-cnn-v0@0.5", "digits-resnet-v0@0.5"} <= configs
+    assert {"digits-cnn-v1@0.5", "digits-resnet-v1@0.5"} <= configs
 
 
 @pytest.mark.parametrize("folder", SUBMISSIONS, ids=lambda p: f"{p.parent.name}/{p.name}")
@@ -47,8 +47,8 @@ def test_every_committed_row_reproduces(folder, monkeypatch, capsys) -> None:
 
 
 def test_a_bad_submission_is_named(tmp_path) -> None:
-    source = next(p for p in SUBMISSIONS if p.parent.name == "digits-cnn-v0@0.5")
-    folder = tmp_path / "digits-cnn-v0@0.5" / "mine"
+    source = next(p for p in SUBMISSIONS if p.parent.name == "digits-cnn-v1@0.5")
+    folder = tmp_path / "digits-cnn-v1@0.5" / "mine"
     shutil.copytree(source, folder)
     meta = json.loads((folder / "submission.json").read_text())
     board.check_submission(folder)
@@ -56,7 +56,7 @@ def test_a_bad_submission_is_named(tmp_path) -> None:
     with pytest.raises(DataError, match="'code' must be a non-empty"):
         board.check_submission(folder)
     (folder / "submission.json").write_text(json.dumps(meta))
-    other = tmp_path / "digits-resnet-v0@0.5" / "mine"
+    other = tmp_path / "digits-resnet-v1@0.5" / "mine"
     shutil.copytree(folder, other)
     with pytest.raises(DataError, match="each folder holds one task and budget"):
         board.check_submission(other)

@@ -10,7 +10,7 @@ import pytest
 from agents.methods import make_evaluator, make_network, method_names, run_method
 from prune_gym.errors import InvalidArgumentError
 
-TASK = "digits-cnn-v0"
+TASK = "digits-cnn-v1"
 
 
 def check_consistent(result) -> None:
@@ -81,7 +81,7 @@ def test_run_directory_and_resume(tmp_path) -> None:
 def test_bad_input_is_named() -> None:
     with pytest.raises(InvalidArgumentError, match="known method.*random-search"):
         run_method("nope", TASK, budget=0.5)
-    with pytest.raises(InvalidArgumentError, match="task='nope'.*digits-cnn-v0"):
+    with pytest.raises(InvalidArgumentError, match="task='nope'.*digits-cnn-v1"):
         run_method("uniform", "nope", budget=0.5)
     with pytest.raises(InvalidArgumentError, match="evaluations=K"):
         run_method("random-search", TASK, budget=0.5)

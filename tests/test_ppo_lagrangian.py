@@ -286,9 +286,9 @@ def test_maskable_ppo_lagrangian_on_channel_mask(make, tmp_path) -> None:
 
 
 def test_ppo_lagrangian_on_network_b_long_episodes() -> None:
-    """digits-resnet-v0 (12 groups, residual blocks): 12-step episodes whose cost arrives
+    """digits-resnet-v1 (12 groups, residual blocks): 12-step episodes whose cost arrives
     on the last step, so the cost advantage of early steps comes from GAE and the critic."""
-    env = Monitor(gym.make("LayerRatio-v0", model="digits-resnet-v0", eval_samples=100))
+    env = Monitor(gym.make("LayerRatio-v0", model="digits-resnet-v1", eval_samples=100))
     model = PPOLagrangian("MultiInputPolicy", env, cost_key="signed_cost", lagrangian="pid",
                           policy_kwargs=dict(SMALL), **{**REAL, "n_steps": 48, "batch_size": 48})
     model.learn(240)

@@ -26,7 +26,7 @@ from prune_gym.errors import InvalidArgumentError
 from prune_gym.rllib import MissingRayError, make_rllib_env, register_rllib_envs
 from tests.time_limit import time_limit
 
-TASK = "digits-cnn-v0"
+TASK = "digits-cnn-v1"
 FIELDS = ("keep", "val_accuracy", "evaluations", "history", "macs", "params", "feasible")
 
 

@@ -18,7 +18,7 @@ from agents.results import (
 )
 from prune_gym.errors import DataError, InvalidArgumentError, TaskError
 
-TASK = "digits-cnn-v0"
+TASK = "digits-cnn-v1"
 VAL = 120  # validation images: enough for a real accuracy, fast to replay
 
 
@@ -130,8 +130,8 @@ def test_replay_flags_tampered_rows(tmp_path, rows) -> None:
 
 def test_replay_refuses_other_tasks_and_settings(tmp_path, rows) -> None:
     path = write_results(tmp_path / "r.csv", rows)
-    with pytest.raises(DataError, match="digits-cnn-v0.*task='digits-resnet-v0'"):
-        validate_results(path, task="digits-resnet-v0")
+    with pytest.raises(DataError, match="digits-cnn-v1.*task='digits-resnet-v1'"):
+        validate_results(path, task="digits-resnet-v1")
     with pytest.raises(InvalidArgumentError, match="tolerance"):
         validate_results(path, tolerance=2)
     rewrite(path, lambda r: r.update(task="digits-cnn-v9"))

@@ -31,13 +31,13 @@ FAST = {"prune_ratio": 0.05, "sample_num": 3, "lr_epoch": 2}
 
 @pytest.fixture(scope="module")
 def cnn():
-    task = make_task("digits-cnn-v0")
+    task = make_task("digits-cnn-v1")
     return task, PrunableNetwork(task.model, task.example_inputs)
 
 
 @pytest.fixture(scope="module")
 def resnet():
-    task = make_task("digits-resnet-v0")
+    task = make_task("digits-resnet-v1")
     return task, PrunableNetwork(task.model, task.example_inputs)
 
 
@@ -206,10 +206,10 @@ def test_post_training_distils_reanalyses_and_resumes(tmp_path):
     settings = dict(budget=0.5, prune_ratio=0.08, sample_num=2, lr_epoch=1,
                     post_train_steps=8, post_train_period=2, seed=0)
     with time_limit(240):
-        whole = RLPruner("digits-cnn-v0", **settings).learn()
-        part = RLPruner("digits-cnn-v0", **settings).learn(max_steps=3)
+        whole = RLPruner("digits-cnn-v1", **settings).learn()
+        part = RLPruner("digits-cnn-v1", **settings).learn(max_steps=3)
         part.save(tmp_path / "agent.pt")
-        resumed = RLPruner.load(tmp_path / "agent.pt", "digits-cnn-v0").learn()
+        resumed = RLPruner.load(tmp_path / "agent.pt", "digits-cnn-v1").learn()
     assert whole.net.importance == "taylor"  # a task brings Taylor on calibration images
     assert _run_trace(resumed) == _run_trace(whole)
     assert whole.done and whole._current is not whole.net  # pruned from a fine-tuned model

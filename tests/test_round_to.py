@@ -104,18 +104,18 @@ def test_baselines_round_and_fit(net, task) -> None:
 
 
 def test_run_method_takes_round_to_where_counts_are_set(tmp_path) -> None:
-    result = run_method("uniform", "digits-cnn-v0", budget=BUDGET, round_to=8,
+    result = run_method("uniform", "digits-cnn-v1", budget=BUDGET, round_to=8,
                         run_dir=tmp_path / "u")
-    sizes = [g.size for g in make_network("digits-cnn-v0").groups]
+    sizes = [g.size for g in make_network("digits-cnn-v1").groups]
     assert result.feasible and is_rounded(result.keep, sizes, 8)
-    assert result.keep != run_method("uniform", "digits-cnn-v0", budget=BUDGET).keep
+    assert result.keep != run_method("uniform", "digits-cnn-v1", budget=BUDGET).keep
     with pytest.raises(InvalidArgumentError, match="round_to is not for method='balemans'"):
-        run_method("balemans", "digits-cnn-v0", budget=BUDGET, evaluations=2, round_to=8)
+        run_method("balemans", "digits-cnn-v1", budget=BUDGET, evaluations=2, round_to=8)
     # a run directory remembers it: resuming with another round_to is refused
     from agents.train import RunDirectoryError
 
     with pytest.raises(RunDirectoryError, match="round_to"):
-        run_method("uniform", "digits-cnn-v0", budget=BUDGET, run_dir=tmp_path / "u",
+        run_method("uniform", "digits-cnn-v1", budget=BUDGET, run_dir=tmp_path / "u",
                    resume=True)
 
 
@@ -124,11 +124,11 @@ def test_cli_search_round_to(tmp_path, capsys) -> None:
     from agents.results import read_results
 
     out = tmp_path / "run"
-    assert main(["search", "--task", "digits-cnn-v0", "--agent", "global-magnitude",
+    assert main(["search", "--task", "digits-cnn-v1", "--agent", "global-magnitude",
                  "--budget", "0.5", "--round-to", "8", "--out", str(out)]) == 0
     (row,) = read_results(out / "results.csv")
-    sizes = [g.size for g in make_network("digits-cnn-v0").groups]
+    sizes = [g.size for g in make_network("digits-cnn-v1").groups]
     assert is_rounded(row["keep"], sizes, 8) and row["feasible"]
-    assert main(["search", "--task", "digits-cnn-v0", "--agent", "rl-pruner", "--round-to",
+    assert main(["search", "--task", "digits-cnn-v1", "--agent", "rl-pruner", "--round-to",
                  "8", "--out", str(tmp_path / "r")]) == 2
     assert "round_to is not for method='rl-pruner'" in capsys.readouterr().err

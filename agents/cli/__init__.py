@@ -30,7 +30,7 @@ EXIT_INTERRUPTED = 130
 
 DESCRIPTION = """\
 Prune CNNs with reinforcement-learning agents and baselines, then check, fine-tune and
-export the result. Everything starts from the embedded task digits-cnn-v0, which needs no
+export the result. Everything starts from the embedded task digits-cnn-v1, which needs no
 download.
 
   prune-gym demo                          baselines and a graph agent at 50 % MACs, in minutes

@@ -29,8 +29,8 @@ SUITES: dict[str, Suite] = {
     "envs": Suite("envs.py", (), "steps per second, step overhead, vector scaling, memory"),
     # The quick grid is a subset of the full one with the same per-cell settings, so its
     # cells (saved under benchmarks/results/agents_cells) are valid cells of the full grid.
-    "agents-quick": Suite("agents.py", ("--configs", "digits-cnn-v0@0.5", "--seeds", "1"),
-                          "every method on digits-cnn-v0 at 0.5, one seed (minutes)"),
+    "agents-quick": Suite("agents.py", ("--configs", "digits-cnn-v1@0.5", "--seeds", "1"),
+                          "every method on digits-cnn-v1 at 0.5, one seed (minutes)"),
     "agents": Suite("agents.py", (), "every method on every task and budget, 3 seeds (hours)"),
     "latency": Suite("latency.py", (), "CPU latency of exported pruned models vs originals"),
     "policies": Suite("policies.py", (), "what the graph policies cost beside evaluations"),

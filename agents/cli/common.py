@@ -13,7 +13,7 @@ from typing import Any
 
 from prune_gym.errors import InvalidArgumentError
 
-DEFAULT_TASK = "digits-cnn-v0"
+DEFAULT_TASK = "digits-cnn-v1"
 FINETUNED = "finetuned.pt"  # the fine-tuned pruned model in a run directory (save_model)
 
 

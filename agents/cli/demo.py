@@ -103,7 +103,7 @@ def run_demo(args: argparse.Namespace) -> int:
     settings = {k: v for k, v in vars(args).items() if k not in ("fn", "command")}
     (out / "demo.json").write_text(json.dumps({"settings": settings}, indent=1))
 
-    _step(1, f"task {args.task} (trained and cached on first use)")
+    _step(1, f"task {args.task}")
     task = load_task(args.task)
     val = make_evaluator(task, args.val_samples)
     test = test_evaluator(task)

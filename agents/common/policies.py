@@ -5,7 +5,7 @@ SB3's ``MultiInputPolicy`` maps a fixed feature vector to a fixed action vector:
 ``i`` means "group ``i``" of the network it was trained on. :class:`GraphPolicy` instead
 computes each action dimension from the embeddings of the nodes it concerns, with weights
 shared by all of them, so the same policy acts on any network observed with the same
-``max_*`` sizes (e.g. trained on ``digits-cnn-v0``, run on ``digits-resnet-v0``):
+``max_*`` sizes (e.g. trained on ``digits-cnn-v1``, run on ``digits-resnet-v1``):
 
 * ``DNNGraph-v0`` (``action_head="group"``): the Gaussian mean of group ``g`` is read from
   the mean embedding of the nodes whose ``group`` key is ``g`` (a scatter-mean), joined

@@ -61,7 +61,7 @@ def _from_task(task, evaluator, train_data, budget):
         task = make_task(task)
     if not isinstance(task, Task):
         raise InvalidArgumentError(f"net must be a PrunableNetwork, a task name such as "
-                                   f"'digits-cnn-v0' or a Task; got {type(task).__name__}")
+                                   f"'digits-cnn-v1' or a Task; got {type(task).__name__}")
     train = task.data.train.as_tuple()
     calibration = (train[0][:CALIBRATION_SAMPLES], train[1][:CALIBRATION_SAMPLES])
     net = PrunableNetwork(task.model, task.example_inputs, importance="taylor",

@@ -68,7 +68,7 @@ class DNNGraphEnv(PruneEnv):
       ``finetune_lr``, ``finetune_batch_size``, ``evaluate``, ``eval_cache``), ``obs_mode``,
       ``render_mode`` (``"ansi"``), ``seed``, ``max_nodes``, ``max_edges``, ``max_groups``
       (also the action width), ``round_to``: as for ``LayerRatio-v0``. ``model`` defaults
-      to the embedded ``"digits-cnn-v0"`` task, so ``gym.make("DNNGraph-v0")`` works as is.
+      to the embedded ``"digits-cnn-v1"`` task, so ``gym.make("DNNGraph-v0")`` works as is.
     - ``max_steps``: steps before truncation (default 5).
     - ``max_ratio``: the largest fraction of a group's remaining channels one step prunes
       (default 0.8).

@@ -79,7 +79,7 @@ class LayerRatioEnv(PruneEnv):
 
     ## Arguments
     - ``model``: an ``nn.Module`` (deep-copied, never modified), a zero-argument factory, a
-      task name (default ``"digits-cnn-v0"``, which brings its own data and budget), or a
+      task name (default ``"digits-cnn-v1"``, which brings its own data and budget), or a
       :class:`~prune_gym.network.PrunableNetwork`.
     - ``val_data``: ``(x, y)`` tensors or a DataLoader of validation data held out of
       training (a task provides it). ``train_data``: training data for BatchNorm

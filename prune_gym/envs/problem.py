@@ -20,7 +20,7 @@ from prune_gym.errors import DataError, InvalidArgumentError, TaskError
 from prune_gym.evaluate import Evaluator, as_tensors
 from prune_gym.network import PrunableNetwork
 
-DEFAULT_TASK = "digits-cnn-v0"
+DEFAULT_TASK = "digits-cnn-v1"
 DEFAULT_BUDGET = 0.5
 # BatchNorm recalibration when training data is at hand (bn_recalibration=None): without
 # it, pruned states keep the unpruned statistics, score near chance and PPO learns states

@@ -58,5 +58,5 @@ class DigitsCNN(nn.Module):
 
 
 def digits_cnn(num_classes: int = 10, **kw) -> DigitsCNN:
-    """The small CNN used by the ``digits-cnn-v0`` task."""
+    """The small CNN used by the ``digits-cnn-v1`` task."""
     return DigitsCNN(num_classes, **kw)

@@ -1,6 +1,6 @@
 """A small residual network for the 8x8 sklearn digits: the second embedded task.
 
-``digits-cnn-v0`` has only a few prunable groups, too few to test what matters for
+``digits-cnn-v1`` has only a few prunable groups, too few to test what matters for
 graph policies (transfer between networks, coupled channels). This network keeps the
 digits task's virtues (trains in seconds on one CPU thread, no download) and adds the
 structure of real ResNets: BasicBlocks with BatchNorm, residual additions, and 1x1
@@ -119,5 +119,5 @@ class DigitsResNet(nn.Module):
 
 
 def digits_resnet(num_classes: int = 10, **kw) -> DigitsResNet:
-    """The small residual network used by the ``digits-resnet-v0`` task."""
+    """The small residual network used by the ``digits-resnet-v1`` task."""
     return DigitsResNet(num_classes, **kw)
