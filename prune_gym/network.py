@@ -35,6 +35,9 @@ from prune_gym.tracing import DEFAULT_ANALYSIS_TIMEOUT, check_timeout, trace
 from prune_gym.verify import PruningWarning, verify_groups
 
 _MAC_LAYERS = (nn.modules.conv._ConvNd, nn.Linear)
+# Torch-Pruning ops whose index mappings can give a group the wrong indices or sizes
+_MAPPING_OPS = (tp.ops.OPTYPE.CONCAT, tp.ops.OPTYPE.SPLIT, tp.ops.OPTYPE.RESHAPE,
+                tp.ops.OPTYPE.UNBIND, tp.ops.OPTYPE.EXPAND, tp.ops.OPTYPE.SLICE)
 CONSTRAINTS = ("macs", "params", "latency")
 
 
@@ -77,6 +80,18 @@ class LayerCall:
     name: str
     order: int
     rows: int = 0  # output positions of a conv/linear call (its MACs = rows x weight.numel())
+
+
+def _channels(layer: nn.Module, kind: str) -> int | None:
+    """Output (``kind="out"``) or input channels of a conv, linear or norm layer; None for
+    other layers (ask their Torch-Pruning pruner)."""
+    if isinstance(layer, nn.modules.conv._ConvNd):
+        return layer.out_channels if kind == "out" else layer.in_channels
+    if isinstance(layer, nn.Linear):
+        return layer.out_features if kind == "out" else layer.in_features
+    if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+        return layer.num_features
+    return None
 
 
 def _as_inputs(example_inputs) -> tuple:
@@ -249,14 +264,16 @@ class PrunableNetwork:
         first_call = {}
         for c in self.calls:
             first_call.setdefault(c.name, c.order)
+        modules = dict(self.model.named_modules())
         made = []
         for tg in tp_groups:
             merged: dict[tuple[str, str], list] = {}
-            reason = None
+            reason, mapped = None, False
             for item in tg:
                 module = item.dep.target.module
                 name = self._names.get(module)
                 if name is None:  # torch-pruning's internal op nodes carry no weights
+                    mapped = mapped or item.dep.target.type in _MAPPING_OPS
                     if reason is None and module in self._cut:
                         reason = (f"its channels pass through {self._cut[module]}, whose sizes "
                                   "the model's code fixes")
@@ -270,7 +287,7 @@ class PrunableNetwork:
                 tgt, first = np.unique(np.asarray(tgt, dtype=np.int64), return_index=True)
                 members.append(Member(name, kind, handler, tgt,
                                       np.asarray(root, dtype=np.int64)[first]))
-            reason = reason or self._out_of_range(members)
+            reason = reason or self._out_of_range(modules, members)
             size = len(tg[0].idxs)
             fold = _grouped_conv_fold(self.model, members, size)
             if fold is not None:
@@ -283,28 +300,30 @@ class PrunableNetwork:
             group = ChannelGroup(0, name, size, tuple(members))
             if reason:
                 group.prunable, group.reason = False, reason
-            made.append((order, group, tg, fold))
+            made.append((order, group, tg, fold, mapped))
         made.sort(key=lambda t: t[0])
-        self._tp_groups = [tg for _, _, tg, _ in made]
-        self._folds = [fold for *_, fold in made]
+        self._tp_groups = [t[2] for t in made]
+        self._folds = [t[3] for t in made]
+        self._mapped = [t[4] for t in made]
         groups = []
-        for i, (_, g, _, _) in enumerate(made):
+        for i, (_, g, *_) in enumerate(made):
             g.index = i
             if g.size < 2 and g.prunable:
                 g.prunable, g.reason = False, "has a single channel (a group is never emptied)"
             groups.append(g)
         return groups
 
-    def _out_of_range(self, members: list[Member]) -> str | None:
+    def _out_of_range(self, modules: dict, members: list[Member]) -> str | None:
         """Why a group's index tables are wrong: a channel its layer does not have."""
-        modules = dict(self.model.named_modules())
         for m in members:
             layer = modules[m.module]
-            pruner = self._dg.get_pruner_of_module(layer)
-            if pruner is None:
-                continue
-            n = pruner.get_out_channels(layer) if m.kind == "out" else \
-                pruner.get_in_channels(layer)
+            n = _channels(layer, m.kind)
+            if n is None:
+                pruner = self._dg.get_pruner_of_module(layer)
+                if pruner is None:
+                    continue
+                n = pruner.get_out_channels(layer) if m.kind == "out" else \
+                    pruner.get_in_channels(layer)
             if n is not None and len(m.target_idx) and int(m.target_idx[-1]) >= n:
                 return (f"Torch-Pruning maps it onto {m.kind}put channel {int(m.target_idx[-1])}"
                         f" of {m.module!r}, which has {n}")
@@ -378,13 +397,28 @@ class PrunableNetwork:
 
     def unrankable_groups(self, importance: str | None = None) -> list[tuple[ChannelGroup, str]]:
         """Prunable groups whose channels ``importance`` (default: the network's) cannot
-        score, with the error: verification excludes them, so ``masks()`` never fails."""
+        score, with the error: verification excludes them, so ``masks()`` never fails.
+
+        Only groups that pass through a concatenation, split, reshape or slice are tried
+        (once scored, a criterion's scores are cached): elsewhere a group's indices are
+        its members' own, which analysis has checked are in range, and a ranking (an
+        argsort of scores of the group's size, zeros for a group that cannot be scored)
+        cannot fail.
+        """
         criterion = check_criterion(importance or self.importance)
-        self._scores_for(criterion)
+        if criterion in self._score_failures:
+            failures = self._score_failures[criterion]
+        else:
+            check = [g.prunable and mapped for g, mapped in zip(self.all_groups, self._mapped)]
+            failures = {}
+            if any(check) and criterion != "random":
+                self.restore()
+                channel_scores(self.model, self._dependency_groups(), criterion,
+                               calibration=self.calibration, seed=self.seed,
+                               skip=[not c for c in check], failures=failures)
         return [(self.all_groups[i], f"its channels cannot be ranked by importance "
                                      f"{criterion!r} ({reason})")
-                for i, reason in self._score_failures.get(criterion, {}).items()
-                if self.all_groups[i].prunable]
+                for i, reason in failures.items() if self.all_groups[i].prunable]
 
     def _rankings_for(self, importance: str | None) -> list[np.ndarray]:
         criterion = check_criterion(importance or self.importance)

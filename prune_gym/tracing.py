@@ -66,7 +66,7 @@ def _describe_split(node) -> str | None:
     name = type(grad_fn).__name__ if grad_fn is not None else ""
     lower = name.lower()
     if node.type == tp.ops.OPTYPE.SPLIT or node.type == tp.ops.OPTYPE.UNBIND:
-        if not _channel_dim(grad_fn) or len(node.outputs) < 2:
+        if not _channel_dim(grad_fn):
             return None
         return f"a channel split ({name}: torch.split / chunk)"
     if node.type == tp.ops.OPTYPE.SLICE:
