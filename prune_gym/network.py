@@ -388,7 +388,8 @@ class PrunableNetwork:
                                     calibration=self.calibration, seed=self.seed,
                                     skip=[not g.prunable for g in self.all_groups],
                                     failures=failures)
-            self._score_failures[criterion] = failures
+            # (setdefault: a network pickled before this cache existed has none)
+            self.__dict__.setdefault("_score_failures", {})[criterion] = failures
             # a grouped conv's group ranks positions within a conv group: mean over groups
             self._scores[criterion] = [
                 s if fold is None else np.bincount(fold, s) / np.bincount(fold)
@@ -406,10 +407,11 @@ class PrunableNetwork:
         cannot fail.
         """
         criterion = check_criterion(importance or self.importance)
-        if criterion in self._score_failures:
+        if criterion in getattr(self, "_score_failures", {}):
             failures = self._score_failures[criterion]
         else:
-            check = [g.prunable and mapped for g, mapped in zip(self.all_groups, self._mapped)]
+            mapped_groups = getattr(self, "_mapped", None) or [True] * len(self.all_groups)
+            check = [g.prunable and mapped for g, mapped in zip(self.all_groups, mapped_groups)]
             failures = {}
             if any(check) and criterion != "random":
                 self.restore()

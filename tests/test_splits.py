@@ -188,3 +188,16 @@ def test_csp_darknet_pruned_by_an_env_to_half_its_macs():
     assert params == info["params"] == sum(p.numel() for p in pruned.parameters())
     assert params < sum(p.numel() for p in model.parameters())
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def test_cli_describe_reports_the_macs_the_prunable_groups_control(capsys):
+    from agents.cli import main
+    from agents.methods import make_network
+    from prune_gym.tasks import make_task
+
+    assert main(["describe", "--task", "digits-cnn-v1"]) == 0
+    out = capsys.readouterr().out
+    net = make_network(make_task("digits-cnn-v1"), importance="l1")
+    floor = net.min_ratio()
+    assert f"prunable groups control {1 - floor:.1%} of the MACs" in out
+    assert f"keeping one channel in every group leaves {floor:.1%}" in out
