@@ -35,6 +35,7 @@ import csv
 import json
 import math
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -249,38 +250,46 @@ def main() -> None:
         bases = agent_states(task.name, len(net.groups))
     sampler = Sampler(task, net, bases)
     start = time.perf_counter()
-    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) + f" pid {os.getpid()}"
     print(f"{task.name}: {done} rows present, growing to {args.states}", flush=True)
-    with csv_path.open("a", newline="") as f:
-        writer = csv.writer(f)
-        for index in range(done, args.states):
-            t0 = time.perf_counter()
-            source, keep, rounded, target = sampler.draw(index)
-            val = evaluator.evaluate_keep(net, keep)
-            test = test_evaluator.evaluate_keep(net, keep)
-            macs, params = net.price(keep)
-            indexed = isinstance(keep[0], list)
-            record = {"index": index, "source": source, "rounded": int(rounded),
-                      "target": target, "macs": macs, "params": params,
-                      "macs_ratio": macs / net.base_macs,
-                      "params_ratio": params / net.base_params,
-                      "val_accuracy": val.accuracy, "val_loss": val.loss,
-                      "test_accuracy": test.accuracy, "test_loss": test.loss,
-                      "seconds": time.perf_counter() - t0,
-                      **{f"k{i}": len(k) if indexed else k for i, k in enumerate(keep)},
-                      "mask": pack_masks(net.masks(keep)) if indexed else ""}
-            writer.writerow(format_row(record, len(net.groups)))
-            f.flush()
-            n = index + 1
-            if n % args.flush_every == 0 or n == args.states:
-                write_manifest(manifest_path, csv_path, task, net, evaluator, test_evaluator,
-                               bases, n, started, time.perf_counter() - start)
-                print(f"{task.name}: {n} rows ({record['seconds']:.2f} s/state last)",
-                      flush=True)
-    if not manifest_path.is_file():
+    # SIGTERM and SIGHUP stop the run as Ctrl-C does: the rows written so far are kept and
+    # the manifest is brought up to them, so the table is whole at every stop
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.default_int_handler)
+    n = done
+    try:
+        with csv_path.open("a", newline="") as f:
+            writer = csv.writer(f)
+            for index in range(done, args.states):
+                t0 = time.perf_counter()
+                source, keep, rounded, target = sampler.draw(index)
+                val = evaluator.evaluate_keep(net, keep)
+                test = test_evaluator.evaluate_keep(net, keep)
+                macs, params = net.price(keep)
+                indexed = isinstance(keep[0], list)
+                record = {"index": index, "source": source, "rounded": int(rounded),
+                          "target": target, "macs": macs, "params": params,
+                          "macs_ratio": macs / net.base_macs,
+                          "params_ratio": params / net.base_params,
+                          "val_accuracy": val.accuracy, "val_loss": val.loss,
+                          "test_accuracy": test.accuracy, "test_loss": test.loss,
+                          "seconds": time.perf_counter() - t0,
+                          **{f"k{i}": len(k) if indexed else k for i, k in enumerate(keep)},
+                          "mask": pack_masks(net.masks(keep)) if indexed else ""}
+                writer.writerow(format_row(record, len(net.groups)))
+                f.flush()
+                n = index + 1
+                if n % args.flush_every == 0:
+                    write_manifest(manifest_path, csv_path, task, net, evaluator,
+                                   test_evaluator, bases, n, started,
+                                   time.perf_counter() - start)
+                    print(f"{task.name}: {n} rows ({record['seconds']:.2f} s/state last)",
+                          flush=True)
+    except KeyboardInterrupt:
+        print(f"{task.name}: stopped at {n} rows", flush=True)
+    finally:
         write_manifest(manifest_path, csv_path, task, net, evaluator, test_evaluator, bases,
-                       done, started, 0.0)
-
+                       _existing_rows(csv_path, columns), started, time.perf_counter() - start)
 
 if __name__ == "__main__":
     main()
