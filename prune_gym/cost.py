@@ -157,11 +157,11 @@ def build_cost_model(model: nn.Module, calls, groups) -> CostModel:
         inp = tuple(owners.get((module_name, "in"), ()))
         dim0 = p.shape[0] if p.dim() else 1
         dim1 = p.shape[1] if p.dim() >= 2 else 1
-        if sum(o.total for o in out) != dim0:
-            out = ()
+        if sum(o.total for o in out) > dim0:
+            out = ()  # (fewer: the rest belongs to no group, e.g. it comes through a split)
         covered = sum(o.total for o in inp)
-        if p.dim() < 2 or (covered != dim1 and (len(inp) != 1 or covered % dim1)):
-            inp = ()  # dim 1 is either the owners' channels or a grouped conv's share
+        if p.dim() < 2 or (covered > dim1 and (len(inp) != 1 or covered % dim1)):
+            inp = ()  # dim 1 is the owners' channels (and unowned ones) or a grouped conv's share
         return TensorCost(p.numel(), dim0, dim1, out, inp, rows)
 
     macs = [term(c.name, modules[c.name].weight, c.rows) for c in calls if c.rows]

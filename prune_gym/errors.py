@@ -19,6 +19,10 @@ class ModelAnalysisError(PruneGymError):
     """The model cannot be analysed: no prunable layer, not traceable, or its forward raises."""
 
 
+class AnalysisTimeoutError(ModelAnalysisError, TimeoutError):
+    """The analysis of a model ran past its ``analysis_timeout``."""
+
+
 class KeepStateError(InvalidArgumentError):
     """A keep state (channels kept per group) is malformed or out of range."""
 

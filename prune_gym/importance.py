@@ -45,8 +45,15 @@ def _taylor_gradients(model: nn.Module, calibration) -> None:
 
 
 def channel_scores(model: nn.Module, groups: Sequence[tp.Group], criterion: str, *,
-                   calibration=None, seed: int = 0) -> list[np.ndarray]:
-    """One importance score per root channel of each group (higher = keep first)."""
+                   calibration=None, seed: int = 0, skip: Sequence[bool] | None = None,
+                   failures: dict[int, str] | None = None) -> list[np.ndarray | None]:
+    """One importance score per root channel of each group (higher = keep first).
+
+    Groups flagged in ``skip`` (excluded ones) get zeros. A group that ``criterion``
+    cannot score falls back to the magnitude; one that cannot be scored at all gets zeros,
+    and when ``failures`` is given, its index there maps to the error (verification
+    excludes such a group, so a ranking can never fail later).
+    """
     check_criterion(criterion)
     sizes = [len(g[0].idxs) for g in groups]
     if criterion == "random":
@@ -60,13 +67,34 @@ def channel_scores(model: nn.Module, groups: Sequence[tp.Group], criterion: str,
         scorer = tp.importance.BNScaleImportance()
     else:
         scorer = magnitude
+
+    def score(fn, group, n: int) -> np.ndarray | None:
+        s = fn(group)
+        if s is None:
+            return None
+        s = s.detach().double().cpu().numpy()
+        if s.size != n:
+            raise ValueError(f"{s.size} scores for {n} channels")
+        return s.reshape(n)
+
     try:
         scores = []
-        for group, n in zip(groups, sizes):
-            s = scorer(group)
-            if s is None:  # e.g. BN-scale on a group without BatchNorm: fall back to L2
-                s = magnitude(group)
-            scores.append(s.detach().double().cpu().numpy().reshape(n))
+        for i, (group, n) in enumerate(zip(groups, sizes)):
+            if skip is not None and skip[i]:
+                scores.append(np.zeros(n))
+                continue
+            try:
+                s = score(scorer, group, n)
+                if s is None:  # e.g. BN-scale on a group without BatchNorm: fall back to L2
+                    s = score(magnitude, group, n)
+            except Exception as exc:  # noqa: BLE001 - a group Torch-Pruning cannot score
+                try:
+                    s = score(magnitude, group, n) if scorer is not magnitude else None
+                except Exception:  # noqa: BLE001
+                    s = None
+                if s is None and failures is not None:
+                    failures[i] = f"{type(exc).__name__}: {str(exc)[:120]}"
+            scores.append(np.zeros(n) if s is None else s)
     finally:
         if criterion == "taylor":
             model.zero_grad(set_to_none=True)

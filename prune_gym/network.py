@@ -27,14 +27,18 @@ from torch import nn
 
 from prune_gym import physical
 from prune_gym.cost import build_cost_model
-from prune_gym.errors import InvalidArgumentError, ModelAnalysisError
+from prune_gym.errors import AnalysisTimeoutError, InvalidArgumentError, ModelAnalysisError
 from prune_gym.importance import channel_scores, check_criterion, ranking
 from prune_gym.keep import check_keep, to_masks
 from prune_gym.latency_model import load_latency_model
 from prune_gym.pruners import CUSTOMIZED_PRUNERS, MASK_BUFFERS
+from prune_gym.tracing import DEFAULT_ANALYSIS_TIMEOUT, check_timeout, trace
 from prune_gym.verify import PruningWarning, verify_groups
 
 _MAC_LAYERS = (nn.modules.conv._ConvNd, nn.Linear)
+# Torch-Pruning ops whose index mappings can give a group the wrong indices or sizes
+_MAPPING_OPS = (tp.ops.OPTYPE.CONCAT, tp.ops.OPTYPE.SPLIT, tp.ops.OPTYPE.RESHAPE,
+                tp.ops.OPTYPE.UNBIND, tp.ops.OPTYPE.EXPAND, tp.ops.OPTYPE.SLICE)
 CONSTRAINTS = ("macs", "params", "latency")
 
 
@@ -77,6 +81,18 @@ class LayerCall:
     name: str
     order: int
     rows: int = 0  # output positions of a conv/linear call (its MACs = rows x weight.numel())
+
+
+def _channels(layer: nn.Module, kind: str) -> int | None:
+    """Output (``kind="out"``) or input channels of a conv, linear or norm layer; None for
+    other layers (ask their Torch-Pruning pruner)."""
+    if isinstance(layer, nn.modules.conv._ConvNd):
+        return layer.out_channels if kind == "out" else layer.in_channels
+    if isinstance(layer, nn.Linear):
+        return layer.out_features if kind == "out" else layer.in_features
+    if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+        return layer.num_features
+    return None
 
 
 def _as_inputs(example_inputs) -> tuple:
@@ -137,11 +153,15 @@ class PrunableNetwork:
             classifier (the last conv/linear called) always is.
         seed: seeds the ``random`` criterion.
         verify: run the trial-prune verification (leave on unless you know better).
+        analysis_timeout: seconds Torch-Pruning's tracing and group search may take before
+            an :class:`~prune_gym.errors.AnalysisTimeoutError` names the stage and the layer
+            it stalled on (``None``: no limit; enforced in the main thread only).
     """
 
     def __init__(self, model: nn.Module, example_inputs, *, importance: str = "l1",
                  calibration=None, ignored_layers: Sequence[str] = (), seed: int = 0,
-                 verify: bool = True):
+                 verify: bool = True,
+                 analysis_timeout: float | None = DEFAULT_ANALYSIS_TIMEOUT):
         if not isinstance(model, nn.Module):
             raise InvalidArgumentError(
                 f"model must be a torch.nn.Module; got {type(model).__name__}")
@@ -153,6 +173,7 @@ class PrunableNetwork:
                 "integer labels to take gradients on")
         self.calibration = calibration
         self.seed = seed
+        self.analysis_timeout = check_timeout(analysis_timeout)
         try:
             self._template = copy.deepcopy(model)
         except Exception as exc:  # noqa: BLE001 - any failure means the same to the user
@@ -178,6 +199,7 @@ class PrunableNetwork:
         self._pristine = {n: p.detach().clone() for n, p in self._maskable().items()}
         self._touched: set[str] = set()
         self._scores: dict[str, list[np.ndarray]] = {}
+        self._score_failures: dict[str, dict[int, str]] = {}
         self._rankings: dict[str, list[np.ndarray]] = {}
         self._prefix: dict[str, dict] = {}
         self._topology = None
@@ -224,14 +246,15 @@ class PrunableNetwork:
         return calls, tuple(out.shape)
 
     def _trace(self):
+        modules = dict(self.model.named_modules())
         try:
-            with torch.enable_grad():  # tracing follows autograd; callers may be in no_grad
-                dg = tp.DependencyGraph().build_dependency(
-                    self.model, self.example_inputs, customized_pruners=CUSTOMIZED_PRUNERS)
-            modules = dict(self.model.named_modules())
-            groups = list(dg.get_all_groups(
+            dg, groups, self._cut = trace(
+                self.model, self.example_inputs, customized_pruners=CUSTOMIZED_PRUNERS,
                 ignored_layers=[modules[n] for n in self.ignored_layers],
-                root_module_types=_MAC_LAYERS))
+                root_module_types=_MAC_LAYERS,
+                timeout=getattr(self, "analysis_timeout", DEFAULT_ANALYSIS_TIMEOUT))
+        except AnalysisTimeoutError:
+            raise
         except Exception as exc:  # noqa: BLE001
             raise ModelAnalysisError(
                 f"model cannot be traced for dependency analysis ({type(exc).__name__}: {exc}); "
@@ -242,13 +265,19 @@ class PrunableNetwork:
         first_call = {}
         for c in self.calls:
             first_call.setdefault(c.name, c.order)
+        modules = dict(self.model.named_modules())
         made = []
         for tg in tp_groups:
             merged: dict[tuple[str, str], list] = {}
+            reason, mapped = None, False
             for item in tg:
                 module = item.dep.target.module
                 name = self._names.get(module)
                 if name is None:  # torch-pruning's internal op nodes carry no weights
+                    mapped = mapped or item.dep.target.type in _MAPPING_OPS
+                    if reason is None and module in self._cut:
+                        reason = (f"its channels pass through {self._cut[module]}, whose sizes "
+                                  "the model's code fixes")
                     continue
                 kind = "out" if self._dg.is_out_channel_pruning_fn(item.dep.handler) else "in"
                 entry = merged.setdefault((name, kind), [item.dep.handler, [], []])
@@ -259,6 +288,7 @@ class PrunableNetwork:
                 tgt, first = np.unique(np.asarray(tgt, dtype=np.int64), return_index=True)
                 members.append(Member(name, kind, handler, tgt,
                                       np.asarray(root, dtype=np.int64)[first]))
+            reason = reason or self._out_of_range(modules, members)
             size = len(tg[0].idxs)
             fold = _grouped_conv_fold(self.model, members, size)
             if fold is not None:
@@ -268,17 +298,37 @@ class PrunableNetwork:
             outs = [m.module for m in members if m.kind == "out"] or [m.module for m in members]
             order = min(first_call.get(n, 1 << 30) for n in outs)
             name = min(outs, key=lambda n: first_call.get(n, 1 << 30))
-            made.append((order, ChannelGroup(0, name, size, tuple(members)), tg, fold))
+            group = ChannelGroup(0, name, size, tuple(members))
+            if reason:
+                group.prunable, group.reason = False, reason
+            made.append((order, group, tg, fold, mapped))
         made.sort(key=lambda t: t[0])
-        self._tp_groups = [tg for _, _, tg, _ in made]
-        self._folds = [fold for *_, fold in made]
+        self._tp_groups = [t[2] for t in made]
+        self._folds = [t[3] for t in made]
+        self._mapped = [t[4] for t in made]
         groups = []
-        for i, (_, g, _, _) in enumerate(made):
+        for i, (_, g, *_) in enumerate(made):
             g.index = i
-            if g.size < 2:
+            if g.size < 2 and g.prunable:
                 g.prunable, g.reason = False, "has a single channel (a group is never emptied)"
             groups.append(g)
         return groups
+
+    def _out_of_range(self, modules: dict, members: list[Member]) -> str | None:
+        """Why a group's index tables are wrong: a channel its layer does not have."""
+        for m in members:
+            layer = modules[m.module]
+            n = _channels(layer, m.kind)
+            if n is None:
+                pruner = self._dg.get_pruner_of_module(layer)
+                if pruner is None:
+                    continue
+                n = pruner.get_out_channels(layer) if m.kind == "out" else \
+                    pruner.get_in_channels(layer)
+            if n is not None and len(m.target_idx) and int(m.target_idx[-1]) >= n:
+                return (f"Torch-Pruning maps it onto {m.kind}put channel {int(m.target_idx[-1])}"
+                        f" of {m.module!r}, which has {n}")
+        return None
 
     @property
     def groups(self) -> list[ChannelGroup]:
@@ -334,13 +384,44 @@ class PrunableNetwork:
         criterion = check_criterion(importance or self.importance)
         if criterion not in self._scores:
             self.restore()
+            failures: dict[int, str] = {}
             scores = channel_scores(self.model, self._dependency_groups(), criterion,
-                                    calibration=self.calibration, seed=self.seed)
+                                    calibration=self.calibration, seed=self.seed,
+                                    skip=[not g.prunable for g in self.all_groups],
+                                    failures=failures)
+            # (setdefault: a network pickled before this cache existed has none)
+            self.__dict__.setdefault("_score_failures", {})[criterion] = failures
             # a grouped conv's group ranks positions within a conv group: mean over groups
             self._scores[criterion] = [
                 s if fold is None else np.bincount(fold, s) / np.bincount(fold)
                 for s, fold in zip(scores, self._folds)]
         return self._scores[criterion]
+
+    def unrankable_groups(self, importance: str | None = None) -> list[tuple[ChannelGroup, str]]:
+        """Prunable groups whose channels ``importance`` (default: the network's) cannot
+        score, with the error: verification excludes them, so ``masks()`` never fails.
+
+        Only groups that pass through a concatenation, split, reshape or slice are tried
+        (once scored, a criterion's scores are cached): elsewhere a group's indices are
+        its members' own, which analysis has checked are in range, and a ranking (an
+        argsort of scores of the group's size, zeros for a group that cannot be scored)
+        cannot fail.
+        """
+        criterion = check_criterion(importance or self.importance)
+        if criterion in getattr(self, "_score_failures", {}):
+            failures = self._score_failures[criterion]
+        else:
+            mapped_groups = getattr(self, "_mapped", None) or [True] * len(self.all_groups)
+            check = [g.prunable and mapped for g, mapped in zip(self.all_groups, mapped_groups)]
+            failures = {}
+            if any(check) and criterion != "random":
+                self.restore()
+                channel_scores(self.model, self._dependency_groups(), criterion,
+                               calibration=self.calibration, seed=self.seed,
+                               skip=[not c for c in check], failures=failures)
+        return [(self.all_groups[i], f"its channels cannot be ranked by importance "
+                                     f"{criterion!r} ({reason})")
+                for i, reason in failures.items() if self.all_groups[i].prunable]
 
     def _rankings_for(self, importance: str | None) -> list[np.ndarray]:
         criterion = check_criterion(importance or self.importance)
@@ -585,9 +666,13 @@ class PrunableNetwork:
     # -- reporting ------------------------------------------------------------------------
     def describe(self) -> str:
         """A text table of every group found, whether it may be pruned and why not."""
+        floor = self.min_ratio("macs")
+        params_floor = self.params([1] * len(self.groups)) / self.base_params
         lines = [f"PrunableNetwork: {len(self.groups)} prunable group(s), "
                  f"{len(self.excluded_groups)} excluded; {self.base_macs:,} MACs, "
                  f"{self.base_params:,} params",
+                 f"prunable groups control {1 - floor:.1%} of the MACs: keeping one channel "
+                 f"in every group leaves {floor:.1%} ({params_floor:.1%} of the params)",
                  f"{'#':>3}  {'group':<32} {'size':>5}  {'layers':>6}  status"]
         for g in self.all_groups:
             status = "prunable" if g.prunable else f"EXCLUDED: {g.reason}"
@@ -604,4 +689,5 @@ class PrunableNetwork:
         state["_dg"] = None  # the traced graph holds autograd nodes: rebuilt on demand
         state["_tp_groups"] = None
         state["_prefix"] = {}
+        state["_cut"] = {}  # Torch-Pruning's op nodes, like the graph
         return state

@@ -182,4 +182,11 @@ def verify_groups(net: PrunableNetwork) -> None:
         raise ModelAnalysisError(
             f"channel groups that prune safely one at a time fail together ({failed[1]}); "
             "pass the offending layers in ignored_layers")
+    # what an env does next with a group: rank its channels (masks from counts follow)
+    for group, reason in net.unrankable_groups():
+        group.prunable, group.reason = False, reason
+    if not net.groups:
+        raise ModelAnalysisError(
+            "model has no prunable layer: no channel group can be ranked by importance: "
+            + "; ".join(f"{g.name}: {g.reason}" for g in net.all_groups))
     warn_excluded(net)

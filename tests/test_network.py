@@ -179,12 +179,14 @@ def test_option_a_resnet_prunes_each_residual_stream():
 
 
 def test_channel_shuffle_group_is_excluded_with_a_reason():
-    # Torch-Pruning follows the shuffle's view/transpose/reshape as if channels kept their
-    # order, and the chunk before it needs equal halves: the stem's group is wrong, and
-    # verification excludes it; the groups inside the branch and after it stay prunable.
+    # The chunk before the shuffle needs equal halves (and Torch-Pruning would follow the
+    # shuffle's view/transpose/reshape as if channels kept their order): the group search
+    # stops at the split, and the two groups that reach it (the stem's, and the branch
+    # output's, which comes back to it through the shuffle and the concatenation) are
+    # excluded naming it; the groups inside the branch and after it stay prunable.
     _, _, _, net = _analyse("channel_shuffle")
-    assert [g.name for g in net.excluded_groups] == ["stem.0"]
-    assert "forward" in net.excluded_groups[0].reason
+    assert [g.name for g in net.excluded_groups] == ["stem.0", "branch.5"]
+    assert all("channel split (SplitBackward0" in g.reason for g in net.excluded_groups)
     assert {g.name for g in net.groups} == {"branch.0", "head.0"}
 
 

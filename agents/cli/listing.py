@@ -22,7 +22,8 @@ def add_commands(sub) -> None:
                    ).set_defaults(fn=run_agents)
     p = sub.add_parser("describe", help="show a task's prunable channel groups",
                        description="Analyse a task's model and show every channel group: "
-                       "its size, its layers, and why it is excluded if it is.")
+                       "its size, its layers, and why it is excluded if it is; and the share "
+                       "of the model's MACs the prunable groups control.")
     add_task_option(p)
     p.add_argument("--importance", default="l1",
                    help="channel selection: l1, l2, taylor, bn_scale or random (default l1)")
