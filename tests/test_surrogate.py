@@ -140,3 +140,36 @@ def test_bad_states_are_named(table_dir, scores) -> None:
         fit_surrogate(load_table(TASK, table_dir), scores[:2])
     x = surrogate.features([4, 4, 4], macs_ratio=3.0, params_ratio=0.5)
     assert surrogate.outside_support(x).all()
+
+
+COMMITTED = sorted(p.stem for p in (ROOT / "prune_gym" / "surrogate" / "tables").glob("*.json"))
+
+
+@pytest.mark.parametrize("task_name", COMMITTED)
+def test_a_committed_table_is_what_its_generator_draws(task_name, monkeypatch) -> None:
+    """The committed rows are the generator's (same states for the same indices), so the
+    table can be extended, or rebuilt, by anyone: its first rows are drawn again and
+    compared (drawing costs no evaluation)."""
+    from prune_gym.tasks import make_task
+    from tests.shared_data import SHARED_DATA, has_shared
+
+    if task_name.startswith("cifar10") and not has_shared("cifar10-jpg.tar.gz"):
+        pytest.skip("the CIFAR-10 reference data is absent")
+    monkeypatch.setenv("PRUNE_GYM_DATA", str(SHARED_DATA))
+    table = load_table(task_name)
+    generator = _generator()
+    overrides = {"max_train": 10} if task_name.startswith("cifar10") else {}
+    task = make_task(task_name, **overrides)
+    from agents.methods import make_network
+
+    net = make_network(task)
+    assert table.group_sizes == [g.size for g in net.groups]
+    sampler = generator.Sampler(task, net, table.manifest["sampling"]["perturb_agent_bases"])
+    for row in range(min(len(table), 2 * len(generator.MIXTURE))):
+        source, keep, rounded, _ = sampler.draw(row)
+        assert (source, int(rounded)) == (table.sources[row], table.columns["rounded"][row])
+        if table.masks[row] is None:
+            assert list(keep) == table.counts[row].tolist(), f"row {row}"
+        else:
+            assert [len(k) for k in keep] == table.counts[row].tolist(), f"row {row}"
+            assert net.macs(keep) == table.columns["macs"][row]
