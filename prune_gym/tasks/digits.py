@@ -152,7 +152,7 @@ def _load_shipped(
                               f"{blob.get('recipe')!r}, not {recipe!r}")
     model = load_checkpoint(builder(num_classes=data.num_classes), blob).eval()
     info = {k: v for k, v in blob.items() if k != "state_dict"}
-    return model, {**info, "weights_sha256": actual, "shipped": True}
+    return model, {**info, "weights": str(path), "weights_sha256": actual, "shipped": True}
 
 
 def _train_or_cached(
@@ -231,8 +231,7 @@ def _digits_task(
                 return _task(model, data, budget, {**info, "weights": str(path),
                                                    "shipped": False})
             model, info = _load_shipped(name, seed, data, builder, recipe)
-            return _task(model, data, budget, {**info, "weights": str(WEIGHTS_DIR /
-                                               SHIPPED_WEIGHTS[name][seed][0])})
+            return _task(model, data, budget, info)
 
     factory.__name__ = "_" + name.replace("-", "_")
     return factory
