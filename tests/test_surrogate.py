@@ -153,8 +153,11 @@ def test_a_committed_table_is_what_its_generator_draws(task_name, monkeypatch) -
     from prune_gym.tasks import make_task
     from tests.shared_data import SHARED_DATA, has_shared
 
-    if task_name.startswith("cifar10") and not has_shared("cifar10-jpg.tar.gz"):
-        pytest.skip("the CIFAR-10 reference data is absent")
+    if task_name.startswith("cifar10"):
+        depth = task_name.split("resnet")[1].split("-")[0]
+        files = ("cifar10-jpg.tar.gz", f"resnet{depth}-cifar10-akamaster.th")
+        if not has_shared(*files):
+            pytest.skip(f"{', '.join(files)} absent from {SHARED_DATA}")
     monkeypatch.setenv("PRUNE_GYM_DATA", str(SHARED_DATA))
     table = load_table(task_name)
     generator = _generator()
